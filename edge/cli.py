@@ -1,0 +1,197 @@
+"""The `edgehemo` command line. Thin: each command parses its options and calls one function.
+
+Stages are imported inside the commands, so `edgehemo --help` and the device commands start
+without importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edgehemo import __version__
+from edgehemo.errors import EdgehemoError
+
+app = typer.Typer(
+    name="edgehemo",
+    help="Blood-cell screening on the microscope's computer. A screening aid that a qualified "
+    "person confirms, never a diagnosis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edgehemo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="Architecture, e.g. cbam_cnn (see `models`).")],
+    data: Annotated[Path, typer.Option(help="MedMNIST-layout .npz or ImageFolder directory.")],
+    out: Annotated[Path, typer.Option(help="Run directory for checkpoints and logs.")] = Path(
+        "runs/train"
+    ),
+    recipe: Annotated[
+        str, typer.Option(help="Defaults: edgehemo, paper-adam, hemonet-sgd, plateau.")
+    ] = "edgehemo",
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="(Peak) learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam, adamw or sgd.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(help="onecycle, exponential, cosine, plateau, mutation or constant."),
+    ] = None,
+    gamma: Annotated[float | None, typer.Option(help="Schedule factor (decay or mutation).")] = None,
+    loss: Annotated[str | None, typer.Option(help="ce or focal.")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing (ce).")] = None,
+    focal_alpha: Annotated[float | None, typer.Option(help="Focal loss alpha.")] = None,
+    focal_gamma: Annotated[float | None, typer.Option(help="Focal loss gamma.")] = None,
+    augment: Annotated[
+        str | None, typer.Option(help="none, flips, paper, strong or hemonet.")
+    ] = None,
+    ema: Annotated[float | None, typer.Option(help="EMA decay of the weights (0: off).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early stopping patience (0: off).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for weights, order and augmentation.")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads (0: torch's default).")] = 0,
+    crop_fraction: Annotated[
+        float | None, typer.Option(help="Centre crop of raw images, fraction of shorter side.")
+    ] = None,
+    bf16: Annotated[
+        bool, typer.Option(help="bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX).")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="Use only N training images (smoke runs).")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
+    name: Annotated[str, typer.Option(help="Name recorded in the model card.")] = "",
+) -> None:
+    """Train an architecture; writes best.pt + best.json (model card), history, curves."""
+    from edgehemo.train.loop import TrainConfig
+    from edgehemo.train.loop import train as run_training
+    from edgehemo.train.progress import progress_bar
+
+    config = TrainConfig.from_recipe(
+        model, data, out, recipe_name=recipe, epochs=epochs, batch_size=batch_size, lr=lr,
+        optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+        gamma=gamma, loss=loss, label_smoothing=label_smoothing, focal_alpha=focal_alpha,
+        focal_gamma=focal_gamma, augment=augment, ema=ema, patience=patience, seed=seed,
+        threads=threads, crop_fraction=crop_fraction, bf16=bf16, limit=limit, resume=resume,
+        name=name,
+    )
+    with progress_bar(console) as progress:
+        result = run_training(config, progress)
+    best = result.card.metrics["val"]["accuracy"]
+    assert result.card.training is not None
+    console.print(
+        f"best val accuracy {best:.4f} at epoch {result.card.training.best_epoch}; "
+        f"{result.card.training.seconds_per_epoch:.1f} s/epoch; checkpoint {result.checkpoint}"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        str, typer.Option(help="Shipped weights name (e.g. cbam_cnn) or a checkpoint .pt path.")
+    ],
+    data: Annotated[Path, typer.Option(help="MedMNIST-layout .npz or ImageFolder directory.")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the metrics as JSON here ('-': stdout).")
+    ] = None,
+    confusion_png: Annotated[
+        Path | None, typer.Option(help="Write the confusion matrix as PNG here.")
+    ] = None,
+    write_card: Annotated[
+        bool, typer.Option(help="Record the metrics in the checkpoint's model card.")
+    ] = False,
+) -> None:
+    """Accuracy, F1, per-class precision/recall/sensitivity/specificity, confusion matrix."""
+    from edgehemo.metrics import format_report
+    from edgehemo.train.evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(model, data, split, confusion_png=confusion_png,
+                                 record_in_card=write_card)
+    if json_out is not None:
+        text = json.dumps(report, indent=2) + "\n"
+        if str(json_out) == "-":
+            sys.stdout.write(text)
+            return
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text)
+    print(format_report(report))
+
+
+@app.command()
+def models(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the shipped weights and, with torch installed, the registered architectures."""
+    from edgehemo.models import list_architectures, list_shipped
+
+    shipped = [entry.summary() for entry in list_shipped()]
+    architectures = list_architectures()
+    if json_output:
+        print(json.dumps({"weights": shipped, "architectures": architectures}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="Shipped weights")
+    for column in ("name", "architecture", "input", "params", "size", "test acc", "classes"):
+        table.add_column(column)
+    for row in shipped:
+        accuracy = row["test_accuracy"]
+        table.add_row(
+            row["name"], row["architecture"], f"{row['input_size']}px",
+            f"{row['num_params'] / 1e6:.2f}M", f"{row['bytes'] / 1e6:.1f} MB",
+            f"{accuracy:.4f}" if accuracy is not None else "-", str(len(row["classes"])),
+        )
+    out = Console()
+    out.print(table)
+    if architectures is None:
+        out.print("Architectures: install edgehemo[train] (torch) to list and train them.")
+        return
+    arch = Table(title="Architectures (edgehemo train NAME)")
+    for column in ("name", "family", "input", "params", "paper"):
+        arch.add_column(column, overflow="ellipsis", no_wrap=True, max_width=48)
+    for row in architectures:
+        arch.add_row(row["name"], row["family"], f"{row['input_size']}px",
+                     f"{row['num_params'] / 1e6:.2f}M", row["paper"])
+    out.print(arch)
+
+
+def main() -> None:
+    """Console entry point: user errors print one clear line, not a traceback."""
+    try:
+        app()
+    except (EdgehemoError, ValueError, FileNotFoundError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The one preprocessing path, shared by training, export calibration and the device.
+
+Raw images (a microscope crop of any size) are centre-cropped to a square and resized with area
+averaging; framed images (already at the model's input size, e.g. a MedMNIST-layout npz) skip that
+step. Both then go through the same normalisation. numpy and OpenCV only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgehemo.errors import ImageReadError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+# PBC images are 360x363 fields; MedMNIST's BloodMNIST takes their centre 200x200.
+PBC_CROP_FRACTION = 200 / 360
+
+
+class PreprocessSpec(BaseModel):
+    """How an image becomes a model input; recorded in every model card and manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_size: int = Field(64, gt=0, description="Side of the square model input, in pixels.")
+    crop_fraction: float = Field(
+        PBC_CROP_FRACTION,
+        gt=0,
+        le=1,
+        description="Centre square crop of a raw image, as a fraction of its shorter side.",
+    )
+    resize: Literal["area"] = Field("area", description="Interpolation used to resize.")
+    colour_order: Literal["RGB"] = Field("RGB", description="Channel order fed to the model.")
+    mean: tuple[float, float, float] = Field(
+        (0.5, 0.5, 0.5), description="Per-channel mean on the 0..1 scale."
+    )
+    std: tuple[float, float, float] = Field(
+        (0.5, 0.5, 0.5), description="Per-channel standard deviation on the 0..1 scale."
+    )
+    layout: Literal["NCHW"] = Field("NCHW", description="Tensor layout of the model input.")
+
+
+def _cv2():  # noqa: ANN202  (module object)
+    try:
+        import cv2
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "OpenCV is needed to read and resize images: pip install 'edgehemo[device]'"
+        ) from error
+    return cv2
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as an RGB uint8 array (H, W, 3); raise ImageReadError otherwise."""
+    cv2 = _cv2()
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageReadError(f"{path}: not a readable image (OpenCV could not decode it)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Centre-crop a raw RGB image to a square and resize it to the model's input size."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
+    height, width = image.shape[:2]
+    side = max(1, round(spec.crop_fraction * min(height, width)))
+    top, left = (height - side) // 2, (width - side) // 2
+    square = image[top : top + side, left : left + side]
+    if side == spec.input_size:
+        return np.ascontiguousarray(square)
+    cv2 = _cv2()
+    size = (spec.input_size, spec.input_size)
+    return cv2.resize(square, size, interpolation=cv2.INTER_AREA)
+
+
+def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Turn framed uint8 images (N, H, W, 3) into the float32 model input (N, 3, H, W)."""
+    if batch.ndim != 4 or batch.shape[3] != 3:
+        raise ValueError(f"expected a batch (N, H, W, 3), got shape {batch.shape}")
+    if batch.shape[1:3] != (spec.input_size, spec.input_size):
+        raise ValueError(
+            f"expected {spec.input_size}x{spec.input_size} images, got "
+            f"{batch.shape[1]}x{batch.shape[2]}"
+        )
+    mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
+    scale = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
+    out = (batch.astype(np.float32) - mean) * scale
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def preprocess_raw(images: list[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
+    """Raw RGB images of any size -> the float32 model input (N, 3, S, S)."""
+    framed = np.stack([crop_and_resize(image, spec) for image in images])
+    return normalize(framed, spec)
+
+
+def channel_statistics(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation (0..1 scale) of uint8 images (N, H, W, 3)."""
+    pixels = images.reshape(-1, 3).astype(np.float64) / 255.0
+    return tuple(pixels.mean(0).round(4).tolist()), tuple(pixels.std(0).round(4).tolist())

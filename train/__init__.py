@@ -1,0 +1,1 @@
+"""Training stage: model zoo, data pipeline, training loop, evaluation (needs torch)."""

@@ -1,0 +1,68 @@
+"""Feeding framed uint8 images to torch: batching, augmentation and the shared normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from edgehemo.datasets import ImageSet
+from edgehemo.preprocess import PreprocessSpec, normalize
+from edgehemo.train.augment import AugmentConfig, augment
+
+
+def normalize_tensor(x: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """Torch twin of `edgehemo.preprocess.normalize` for float images in 0..1 (tested equal)."""
+    mean = torch.tensor(spec.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class TrainBatches:
+    """Shuffled, augmented, normalised training batches drawn from a seeded generator."""
+
+    def __init__(
+        self,
+        data: ImageSet,
+        spec: PreprocessSpec,
+        *,
+        batch_size: int,
+        augment_config: AugmentConfig,
+        generator: torch.Generator,
+    ) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(data.images))  # (N, H, W, 3) uint8
+        self.labels = torch.from_numpy(data.labels)
+        self.spec = spec
+        self.batch_size = batch_size
+        self.augment_config = augment_config
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self.labels), generator=self.generator)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            x = self.images[index].permute(0, 3, 1, 2).float().div_(255.0)
+            x = augment(x, self.augment_config, self.generator)
+            yield normalize_tensor(x, self.spec).contiguous(), self.labels[index]
+
+
+def eval_batches(
+    data: ImageSet, spec: PreprocessSpec, *, batch_size: int = 256
+) -> Iterator[torch.Tensor]:
+    """Normalised evaluation batches in dataset order, through the numpy path the device uses."""
+    for start in range(0, len(data), batch_size):
+        yield torch.from_numpy(normalize(data.images[start : start + batch_size], spec))
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: torch.nn.Module, data: ImageSet, spec: PreprocessSpec, *, batch_size: int = 256
+) -> np.ndarray:
+    """Softmax probabilities (N, classes) of `model` on every image of `data`."""
+    model.eval()
+    outputs = [torch.softmax(model(x), dim=1) for x in eval_batches(data, spec, batch_size=batch_size)]
+    return torch.cat(outputs).numpy()

@@ -1,0 +1,99 @@
+"""Evaluate a checkpoint on a dataset split: the `edgehemo evaluate` command's engine."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgehemo.cards import ModelCard, card_path_for, verify_checkpoint, write_card
+from edgehemo.datasets import ImageSet, load_dataset
+from edgehemo.errors import CheckpointError, DatasetError
+from edgehemo.metrics import classification_report, plot_confusion_matrix
+from edgehemo.models import resolve_weights
+from edgehemo.train.data import predict_probabilities
+from edgehemo.train.registry import count_parameters, create_model
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(checkpoint: str | Path, card: ModelCard) -> nn.Module:
+    """Build the card's architecture and load the verified state dict (weights_only)."""
+    verify_checkpoint(checkpoint, card)
+    model = create_model(card.architecture, num_classes=card.num_classes,
+                         input_size=card.input_size)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a corrupt file
+        raise CheckpointError(f"{checkpoint}: cannot be read as a checkpoint ({error})") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{checkpoint}: expected a state dict, found {type(state).__name__}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{checkpoint}: weights do not fit {card.architecture} with "
+            f"{card.num_classes} classes:\n{error}"
+        ) from error
+    return model.eval()
+
+
+def _align_classes(data: ImageSet, card: ModelCard) -> ImageSet:
+    """Relabel data whose classes are the card's in another order; refuse others."""
+    if data.classes == card.classes:
+        return data
+    unknown = sorted(set(data.classes) - set(card.classes))
+    if unknown:
+        raise DatasetError(
+            f"{data.source}: classes {unknown} are not among the model's {list(card.classes)}"
+        )
+    mapping = torch.tensor([card.classes.index(name) for name in data.classes])
+    labels = mapping[torch.from_numpy(data.labels)].numpy()
+    return ImageSet(data.images, labels, card.classes, data.files, data.source)
+
+
+def evaluate_checkpoint(
+    name_or_path: str | Path,
+    data: str | Path,
+    split: str = "test",
+    *,
+    confusion_png: Path | None = None,
+    record_in_card: bool = False,
+) -> dict[str, Any]:
+    """Full metrics of a shipped model or checkpoint on one split of a dataset."""
+    weights = resolve_weights(name_or_path)
+    model = load_model(weights.checkpoint, weights.card)
+    dataset = _align_classes(load_dataset(data, split, weights.card.preprocessing), weights.card)
+    start = time.perf_counter()
+    probabilities = predict_probabilities(model, dataset, weights.card.preprocessing)
+    seconds = time.perf_counter() - start
+    report = classification_report(dataset.labels, probabilities.argmax(1), dataset.classes)
+    report.update({
+        "model": weights.name,
+        "architecture": weights.card.architecture,
+        "checkpoint": str(weights.checkpoint),
+        "data": str(data),
+        "split": split,
+        "num_params": count_parameters(model),
+        "file_bytes": weights.checkpoint.stat().st_size,
+        "ms_per_image": 1000 * seconds / max(1, len(dataset)),
+        "threads": torch.get_num_threads(),
+    })
+    if confusion_png is not None:
+        plot_confusion_matrix(report, confusion_png, title=f"{weights.name} on {split}")
+    if record_in_card:
+        card = weights.card.model_copy(deep=True)
+        card.metrics[split] = {
+            "accuracy": round(report["accuracy"], 5),
+            "weighted_f1": round(report["weighted_f1"], 5),
+            "macro_f1": round(report["macro_f1"], 5),
+            "recall": {k: round(v["recall"], 4) for k, v in report["per_class"].items()},
+            "num_images": report["num_images"],
+            "data": str(data),
+        }
+        write_card(card, card_path_for(weights.checkpoint))
+    return report

@@ -1,0 +1,370 @@
+"""The training loop: one function from a TrainConfig to a best checkpoint with its model card.
+
+Writes into `out/`: `best.pt` (state dict of the best epoch by validation accuracy) and `best.json`
+(its model card), `last.pt` (everything needed to resume), `history.csv` / `history.json` (one row
+per epoch: loss, accuracy, lr, seconds) and `curves.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from edgehemo.cards import ModelCard, TrainingRecord, write_card
+from edgehemo.datasets import ImageSet, load_dataset
+from edgehemo.errors import DatasetError
+from edgehemo.preprocess import PreprocessSpec, channel_statistics
+from edgehemo.store.atomic import sha256_file, write_atomically
+from edgehemo.train.augment import PRESETS
+from edgehemo.train.data import TrainBatches, predict_probabilities
+from edgehemo.train.losses import make_loss
+from edgehemo.train.recipes import recipe
+from edgehemo.train.registry import count_parameters, create_model, model_info
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; recipes fill the defaults."""
+
+    model: str
+    data: Path
+    out: Path
+    recipe: str = "edgehemo"
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 3e-3
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    schedule: str = "onecycle"
+    gamma: float = 0.0
+    loss: str = "ce"
+    label_smoothing: float = 0.1
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    augment: str = "strong"
+    ema: float = 0.998
+    patience: int = 0
+    seed: int = 0
+    threads: int = 0
+    crop_fraction: float | None = None
+    limit: int = 0
+    bf16: bool = False
+    resume: bool = False
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_recipe(cls, model: str, data: Path, out: Path, *, recipe_name: str = "edgehemo",
+                    **overrides: Any) -> TrainConfig:
+        """Recipe defaults, then every override that is not None."""
+        values: dict[str, Any] = recipe(recipe_name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(model=model, data=Path(data), out=Path(out), recipe=recipe_name, **values)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        skip = {"model", "data", "out", "resume", "name", "extra", "threads", "limit"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    card: ModelCard
+    history: list[EpochRecord]
+
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def _stratified_holdout(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    for label in np.unique(data.labels):
+        members = rng.permutation(np.flatnonzero(data.labels == label))
+        held.extend(members[: max(1, round(fraction * len(members)))].tolist())
+    mask = np.zeros(len(data), dtype=bool)
+    mask[held] = True
+    return data.subset(np.flatnonzero(~mask)), data.subset(np.flatnonzero(mask))
+
+
+def _has_val_split(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "val").is_dir()
+    return True
+
+
+def load_training_data(config: TrainConfig) -> tuple[ImageSet, ImageSet, PreprocessSpec]:
+    """Train and validation sets, and the preprocessing spec with the train set's statistics."""
+    info = model_info(config.model)
+    base = PreprocessSpec(input_size=info.input_size)
+    if config.crop_fraction is not None:
+        base = base.model_copy(update={"crop_fraction": config.crop_fraction})
+    train = load_dataset(config.data, "train", base)
+    if _has_val_split(config.data):
+        val = load_dataset(config.data, "val", base)
+        if val.classes != train.classes:
+            raise DatasetError(
+                f"{config.data}: val classes {list(val.classes)} differ from train "
+                f"classes {list(train.classes)}"
+            )
+    else:
+        train, val = _stratified_holdout(train, 0.1, config.seed)
+        logger.info("no val/ split: holding out %d training images for validation", len(val))
+    if config.limit:
+        rng = np.random.default_rng(config.seed)
+        train = train.subset(np.sort(rng.permutation(len(train))[: config.limit]))
+        val = val.subset(np.sort(rng.permutation(len(val))[: max(1, config.limit // 4)]))
+    mean, std = channel_statistics(train.images)
+    spec = base.model_copy(update={"mean": mean, "std": std})
+    return train, val, spec
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; expected adam, adamw or sgd")
+
+
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+        )
+    if config.schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=config.gamma or 0.5, patience=3
+        )
+    if config.schedule in ("constant", "mutation"):
+        return None
+    raise ValueError(
+        f"unknown schedule {config.schedule!r}; expected onecycle, exponential, cosine, "
+        "plateau, mutation or constant"
+    )
+
+
+def _save_torch_atomically(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomically(path, buffer.getvalue())
+
+
+def _evaluate(model: nn.Module, data: ImageSet, spec: PreprocessSpec,
+              loss_fn: nn.Module) -> tuple[float, float]:
+    probs = predict_probabilities(model, data, spec)
+    labels = torch.from_numpy(data.labels)
+    loss = float(loss_fn(torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0))), labels))
+    return loss, float((probs.argmax(1) == data.labels).mean())
+
+
+def _write_history(out: Path, history: list[EpochRecord]) -> None:
+    rows = [asdict(r) for r in history]
+    write_atomically(out / "history.json", (json.dumps(rows, indent=1) + "\n").encode())
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(out / "history.csv", text.getvalue().encode())
+
+
+def train(config: TrainConfig, progress: ProgressCallback | None = None) -> TrainResult:
+    """Train `config.model` on `config.data`; return the best checkpoint and its card."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.augment not in PRESETS:
+        raise ValueError(f"unknown augmentation {config.augment!r}; expected {', '.join(PRESETS)}")
+    torch.manual_seed(config.seed)
+    train_set, val_set, spec = load_training_data(config)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    model = create_model(config.model, num_classes=len(train_set.classes),
+                         input_size=spec.input_size)
+    # channels_last is ~30% faster for these convolutions on CPU and changes no result.
+    model = model.to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(config.seed)
+    batches = TrainBatches(train_set, spec, batch_size=config.batch_size,
+                           augment_config=PRESETS[config.augment], generator=generator)
+    optimizer = _optimizer(config, model)
+    scheduler = _scheduler(config, optimizer, len(batches))
+    loss_fn = make_loss(config.loss, label_smoothing=config.label_smoothing,
+                        alpha=config.focal_alpha, gamma=config.focal_gamma)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+           if config.ema > 0 else None)
+
+    history: list[EpochRecord] = []
+    best_accuracy, best_epoch, start_epoch = -1.0, 0, 1
+    last_path = out / "last.pt"
+    if config.resume and last_path.is_file():
+        state = torch.load(last_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        generator.set_state(state["generator"])
+        history = [EpochRecord(**row) for row in json.loads(state["history"])]
+        best_accuracy, best_epoch = state["best_accuracy"], state["best_epoch"]
+        start_epoch = state["epoch"] + 1
+        logger.info("resumed from %s at epoch %d", last_path, start_epoch)
+
+    started = time.perf_counter() - sum(r.seconds for r in history)
+    for epoch in range(start_epoch, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        for step, (x, y) in enumerate(batches, start=1):
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            if config.schedule == "onecycle":
+                scheduler.step()
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            if progress:
+                progress(f"epoch {epoch}/{config.epochs}", step, len(batches))
+        lr = optimizer.param_groups[0]["lr"]
+        scored = ema.module if ema is not None else model
+        val_loss, val_accuracy = _evaluate(scored, val_set, spec, loss_fn)
+        improved = val_accuracy > best_accuracy
+        if config.schedule in ("exponential", "cosine"):
+            scheduler.step()
+        elif config.schedule == "plateau":
+            scheduler.step(val_accuracy)
+        elif config.schedule == "mutation" and not improved:
+            for group in optimizer.param_groups:
+                group["lr"] *= config.gamma
+        record = EpochRecord(epoch, loss_sum / seen, correct / seen, val_loss, val_accuracy, lr,
+                             time.perf_counter() - epoch_start)
+        history.append(record)
+        logger.info("epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.1fs",
+                    *asdict(record).values())
+        if improved:
+            best_accuracy, best_epoch = val_accuracy, epoch
+            _save_torch_atomically(scored.state_dict(), out / "best.pt")
+        _save_torch_atomically(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "ema": ema.state_dict() if ema is not None else {},
+                "generator": generator.get_state(),
+                "history": json.dumps([asdict(r) for r in history]),
+                "best_accuracy": best_accuracy,
+                "best_epoch": best_epoch,
+                "epoch": epoch,
+            },
+            last_path,
+        )
+        _write_history(out, history)
+        if config.patience and epoch - best_epoch >= config.patience:
+            logger.info("early stopping: no improvement for %d epochs", config.patience)
+            break
+
+    elapsed = time.perf_counter() - started
+    checkpoint = out / "best.pt"
+    card = ModelCard(
+        name=config.name or config.model,
+        architecture=config.model,
+        classes=train_set.classes,
+        input_size=spec.input_size,
+        preprocessing=spec,
+        num_params=count_parameters(model),
+        checkpoint_sha256=sha256_file(checkpoint),
+        checkpoint_bytes=checkpoint.stat().st_size,
+        data={"source": str(config.data), "train_images": len(train_set),
+              "val_images": len(val_set)},
+        training=TrainingRecord(
+            recipe=config.recipe,
+            hyperparameters=config.hyperparameters(),
+            seed=config.seed,
+            epochs_run=len(history),
+            best_epoch=best_epoch,
+            seconds=round(elapsed, 1),
+            seconds_per_epoch=round(elapsed / max(1, len(history)), 1),
+            torch_version=torch.__version__,
+            threads=torch.get_num_threads(),
+        ),
+        metrics={"val": {"accuracy": round(best_accuracy, 5)}},
+    )
+    write_card(card, out / "best.json")
+    _plot_curves(out, history)
+    if os.environ.get("EDGEHEMO_KEEP_LAST", "1") == "0":
+        last_path.unlink(missing_ok=True)
+    return TrainResult(checkpoint, card, history)
+
+
+def _plot_curves(out: Path, history: list[EpochRecord]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no curves.png")
+        return
+    epochs = [r.epoch for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r.train_loss for r in history], label="train")
+    ax_loss.plot(epochs, [r.val_loss for r in history], label="val")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_acc.plot(epochs, [r.train_accuracy for r in history], label="train")
+    ax_acc.plot(epochs, [r.val_accuracy for r in history], label="val")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    for axis in (ax_loss, ax_acc):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)

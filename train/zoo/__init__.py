@@ -1,0 +1,5 @@
+"""Architectures, one family per module; importing this package registers them all."""
+
+from edgehemo.train.zoo import cnn, hemonet, vgg
+
+__all__ = ["cnn", "hemonet", "vgg"]
