@@ -68,7 +68,9 @@ def train(
         str | None,
         typer.Option(help="onecycle, exponential, cosine, plateau, mutation or constant."),
     ] = None,
-    gamma: Annotated[float | None, typer.Option(help="Schedule factor (decay or mutation).")] = None,
+    gamma: Annotated[
+        float | None, typer.Option(help="Schedule factor (decay or mutation).")
+    ] = None,
     loss: Annotated[str | None, typer.Option(help="ce or focal.")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing (ce).")] = None,
     focal_alpha: Annotated[float | None, typer.Option(help="Focal loss alpha.")] = None,

@@ -44,7 +44,7 @@ class PreprocessSpec(BaseModel):
     layout: Literal["NCHW"] = Field("NCHW", description="Tensor layout of the model input.")
 
 
-def _cv2():  # noqa: ANN202  (module object)
+def _cv2():
     try:
         import cv2
     except ImportError as error:  # pragma: no cover - depends on the install

@@ -80,7 +80,8 @@ def _affine(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) 
 def _colour(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     n = x.shape[0]
     if config.brightness:
-        x = x * _uniform(n, 1 - config.brightness, 1 + config.brightness, generator).view(n, 1, 1, 1)
+        factor = _uniform(n, 1 - config.brightness, 1 + config.brightness, generator)
+        x = x * factor.view(n, 1, 1, 1)
     if config.contrast:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         factor = _uniform(n, 1 - config.contrast, 1 + config.contrast, generator).view(n, 1, 1, 1)

@@ -64,5 +64,6 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Softmax probabilities (N, classes) of `model` on every image of `data`."""
     model.eval()
-    outputs = [torch.softmax(model(x), dim=1) for x in eval_batches(data, spec, batch_size=batch_size)]
+    batches = eval_batches(data, spec, batch_size=batch_size)
+    outputs = [torch.softmax(model(x), dim=1) for x in batches]
     return torch.cat(outputs).numpy()

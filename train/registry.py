@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from edgehemo.errors import EdgehemoError
+
 ModelBuilder = Callable[..., nn.Module]
 
 
@@ -26,7 +28,7 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(EdgehemoError, KeyError):
     """Raised for a model name that is not registered."""
 
     def __str__(self) -> str:

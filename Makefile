@@ -1,0 +1,32 @@
+# The README's first two commands. Both create the virtual environment on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SAMPLES := edge/samples/pbc
+
+.PHONY: demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[$*]'
+	touch $@
+
+## Main job on a bundled default: classify the bundled PBC sample cells with the shipped CBAM-CNN.
+demo: $(VENV)/.installed-train
+	$(BIN)/edgehemo models
+	$(BIN)/edgehemo evaluate --model cbam_cnn --data $(SAMPLES)
+
+## Lint and run the test suite.
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,31 @@
+import torch
+
+from edgehemo.train.blocks import CBAM, ChannelAttention, SpatialAttention, SqueezeExcitation
+
+
+def test_blocks_keep_shape_and_gate_between_zero_and_one():
+    x = torch.randn(2, 16, 8, 8)
+    for block in (SqueezeExcitation(16), ChannelAttention(16), SpatialAttention(), CBAM(16)):
+        assert block(x).shape == x.shape
+    with torch.no_grad():
+        channel = ChannelAttention(16).attention(x)
+        spatial = SpatialAttention().attention(x)
+    assert channel.shape == (2, 16, 1, 1) and spatial.shape == (2, 1, 8, 8)
+    assert float(channel.min()) > 0 and float(channel.max()) < 1
+
+
+def test_cbam_is_channel_then_spatial():
+    torch.manual_seed(0)
+    block = CBAM(8).eval()
+    x = torch.randn(1, 8, 6, 6)
+    expected = block.spatial(x * block.channel.attention(x))
+    assert torch.allclose(block(x), expected)
+
+
+def test_spatial_attention_uses_channel_mean_and_max():
+    block = SpatialAttention(kernel_size=1)
+    with torch.no_grad():
+        block.conv.weight[:] = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+        block.conv.bias.zero_()
+    x = torch.tensor([[[[1.0]], [[3.0]]]])  # mean 2, max 3
+    assert torch.allclose(block.attention(x), torch.sigmoid(torch.tensor(2.0)).view(1, 1, 1, 1))

@@ -1,0 +1,77 @@
+"""The CLI end to end on tiny data, as a user runs it (subprocess, real entry point)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EDGEHEMO = [sys.executable, "-m", "edgehemo.cli"]
+
+
+def run(*args, check=True):
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run([*EDGEHEMO, *map(str, args)], capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_help_lists_the_commands():
+    out = run("--help").stdout
+    for command in ("train", "evaluate", "models"):
+        assert command in out
+
+
+def test_train_then_evaluate_then_models(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    run("train", "se_cnn", "--data", tiny_npz, "--out", out, "--epochs", "2", "--batch-size",
+        "16", "--ema", "0", "--threads", "1")
+    assert (out / "best.pt").is_file() and (out / "best.json").is_file()
+
+    report_path = tmp_path / "metrics.json"
+    result = run("evaluate", "--model", out / "best.pt", "--data", tiny_npz, "--split", "test",
+                 "--json", report_path, "--confusion-png", tmp_path / "cm.png", "--write-card")
+    report = json.loads(report_path.read_text())
+    assert 0.0 <= report["accuracy"] <= 1.0 and report["num_images"] == 32
+    assert set(report["per_class"]["basophil"]) >= {"precision", "recall", "specificity"}
+    assert report["num_params"] == 465_792
+    assert f"accuracy {report['accuracy']:.4f}" in result.stdout
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+    card = json.loads((out / "best.json").read_text())
+    assert card["metrics"]["test"]["accuracy"] == pytest.approx(report["accuracy"], abs=1e-5)
+
+    listing = json.loads(run("models", "--json").stdout)
+    names = {row["name"] for row in listing["architectures"]}
+    assert {"cbam_cnn", "hemonet", "se_vgg15"} <= names
+
+
+def test_evaluate_on_an_image_folder(tmp_path, tiny_npz, samples_dir):
+    out = tmp_path / "run"
+    run("train", "cnn", "--data", tiny_npz, "--out", out, "--epochs", "1", "--batch-size", "16",
+        "--ema", "0", "--threads", "1")
+    report = json.loads(run("evaluate", "--model", out / "best.pt", "--data", samples_dir,
+                            "--json", "-").stdout)
+    assert report["num_images"] == 32 and report["classes"][7] == "platelet"
+
+
+def test_user_errors_are_one_clear_line(tmp_path, tiny_npz):
+    result = run("train", "cbam-cnn", "--data", tiny_npz, "--out", tmp_path, check=False)
+    assert result.returncode == 2 and "Did you mean: cbam_cnn" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run("evaluate", "--model", "no_such_model", "--data", tiny_npz, check=False)
+    assert result.returncode == 2 and "no weights named 'no_such_model'" in result.stderr
+    result = run("evaluate", "--model", "cbam_cnn", "--data", tmp_path / "x.npz", check=False)
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path, tiny_npz):
+    out = tmp_path / "run"
+    run("train", "cnn", "--data", tiny_npz, "--out", out, "--epochs", "1", "--batch-size", "16",
+        "--ema", "0", "--threads", "1")
+    checkpoint = Path(out / "best.pt")
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # truncated
+    result = run("evaluate", "--model", checkpoint, "--data", tiny_npz, check=False)
+    assert result.returncode == 2 and "does not match its card" in result.stderr

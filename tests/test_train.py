@@ -1,0 +1,83 @@
+import json
+
+import pytest
+import torch
+
+from edgehemo.cards import read_card
+from edgehemo.train.augment import PRESETS, augment
+from edgehemo.train.evaluate import evaluate_checkpoint
+from edgehemo.train.loop import TrainConfig, train
+from edgehemo.train.losses import FocalLoss
+
+
+def _config(tiny_npz, out, **overrides):
+    values = dict(epochs=6, batch_size=16, lr=3e-3, ema=0.0, augment="none", seed=1, threads=1)
+    values.update(overrides)
+    return TrainConfig.from_recipe("cbam_cnn", tiny_npz, out, **values)
+
+
+def test_short_training_makes_the_loss_fall_and_writes_a_card(tiny_npz, tmp_path):
+    result = train(_config(tiny_npz, tmp_path / "run"))
+    losses = [record.train_loss for record in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    card = read_card(tmp_path / "run" / "best.json")
+    assert card.architecture == "cbam_cnn" and card.num_params == 466_188
+    assert card.classes[0] == "basophil" and card.training.epochs_run == 6
+    assert len(card.checkpoint_sha256) == 64
+    rows = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [row["epoch"] for row in rows] == list(range(1, 7))
+    assert (tmp_path / "run" / "history.csv").read_text().startswith("epoch,train_loss")
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    # The best checkpoint loads with weights_only and gives the card's validation accuracy.
+    report = evaluate_checkpoint(tmp_path / "run" / "best.pt", tiny_npz, "val")
+    assert report["accuracy"] == pytest.approx(card.metrics["val"]["accuracy"], abs=1e-4)
+
+
+def test_same_seed_same_result(tiny_npz, tmp_path):
+    first = train(_config(tiny_npz, tmp_path / "a", epochs=2, augment="strong"))
+    second = train(_config(tiny_npz, tmp_path / "b", epochs=2, augment="strong"))
+    assert [r.train_loss for r in first.history] == [r.train_loss for r in second.history]
+
+
+def test_resume_continues_where_it_stopped(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    train(_config(tiny_npz, out, epochs=2, schedule="cosine"))
+    resumed = train(_config(tiny_npz, out, epochs=4, schedule="cosine", resume=True))
+    assert [r.epoch for r in resumed.history] == [1, 2, 3, 4]
+
+
+def test_early_stopping_stops(tiny_npz, tmp_path):
+    result = train(_config(tiny_npz, tmp_path / "run", epochs=30, lr=1e-9, patience=2,
+                           optimizer="sgd", schedule="constant"))
+    assert len(result.history) < 30
+
+
+def test_unknown_options_are_refused(tiny_npz, tmp_path):
+    with pytest.raises(ValueError, match="unknown recipe"):
+        TrainConfig.from_recipe("cbam_cnn", tiny_npz, tmp_path, recipe_name="magic")
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_recipe("cbam_cnn", tiny_npz, tmp_path, epochz=3)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train(_config(tiny_npz, tmp_path / "x", optimizer="adagrad"))
+
+
+def test_focal_loss_matches_hand_computation():
+    logits = torch.tensor([[2.0, 0.0]])
+    p = torch.softmax(logits, 1)[0, 0]
+    expected = -0.25 * (1 - p) ** 2 * torch.log(p)
+    assert torch.allclose(FocalLoss(alpha=0.25, gamma=2.0)(logits, torch.tensor([0])), expected)
+    assert torch.allclose(
+        FocalLoss(alpha=1.0, gamma=0.0)(logits, torch.tensor([0])),
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0])),
+    )
+
+
+def test_augmentation_is_seeded_and_keeps_range():
+    x = torch.rand(8, 3, 16, 16)
+    first = augment(x, PRESETS["strong"], torch.Generator().manual_seed(3))
+    second = augment(x, PRESETS["strong"], torch.Generator().manual_seed(3))
+    assert torch.equal(first, second) and not torch.equal(first, x)
+    assert float(first.min()) >= 0 and float(first.max()) <= 1
+    flipped = augment(x, PRESETS["flips"], torch.Generator().manual_seed(0))
+    # dihedral transforms only move pixels: each image keeps its sorted values
+    assert torch.allclose(flipped.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
