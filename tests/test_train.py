@@ -81,3 +81,18 @@ def test_augmentation_is_seeded_and_keeps_range():
     flipped = augment(x, PRESETS["flips"], torch.Generator().manual_seed(0))
     # dihedral transforms only move pixels: each image keeps its sorted values
     assert torch.allclose(flipped.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+
+
+def test_ema_warms_up_and_then_follows_the_decay():
+    from edgehemo.train.loop import ema_with_warmup
+
+    update = ema_with_warmup(0.99)
+    average, value = [torch.zeros(1)], [torch.ones(1)]
+    update(average, value, torch.tensor(1))  # decay (1+1)/(10+1) = 2/11
+    assert float(average[0]) == pytest.approx(9 / 11)
+    average = [torch.zeros(1)]
+    update(average, value, torch.tensor(10_000))  # decay capped at 0.99
+    assert float(average[0]) == pytest.approx(0.01)
+    counter = [torch.tensor([3])]
+    update(counter, [torch.tensor([7])], torch.tensor(5))
+    assert int(counter[0]) == 7

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from edgehemo.cards import ModelCard, TrainingRecord, write_card
 from edgehemo.datasets import ImageSet, load_dataset
@@ -151,6 +151,27 @@ def load_training_data(config: TrainConfig) -> tuple[ImageSet, ImageSet, Preproc
     return train, val, spec
 
 
+def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor],
+                                                   torch.Tensor], None]:
+    """EMA update whose decay ramps up as min(decay, (1 + n) / (10 + n)).
+
+    Without the ramp the average keeps a large share of the random initial weights (and of the
+    initial BatchNorm statistics) for thousands of steps, and scores at chance early in training.
+    """
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
+               num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        for average, value in zip(averaged, current, strict=True):
+            if average.is_floating_point():
+                average.lerp_(value, weight)
+            else:
+                average.copy_(value)
+
+    return update
+
+
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     params = model.parameters()
     if config.optimizer == "adam":
@@ -230,7 +251,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     scheduler = _scheduler(config, optimizer, len(batches))
     loss_fn = make_loss(config.loss, label_smoothing=config.label_smoothing,
                         alpha=config.focal_alpha, gamma=config.focal_gamma)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    ema = (AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True)
            if config.ema > 0 else None)
 
     history: list[EpochRecord] = []
