@@ -1,0 +1,84 @@
+"""Pick the shipped weights from several seeds and report the seed-to-seed spread.
+
+For each run directory (one per seed) this evaluates the best checkpoint on the validation and
+test splits. The seed with the best *validation* accuracy is copied into `edge/weights/` with its
+card; the test split is only reported (mean, std, min, max over seeds), never used to choose.
+
+    python scripts/ship_weights.py cbam_cnn runs/cbam_cnn_s0 runs/cbam_cnn_s1 runs/cbam_cnn_s2 \
+        --data ../shared/data/pbc_bloodmnist_like_64.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+from edgehemo.cards import read_card, write_card
+from edgehemo.models import shipped_weights_dir
+from edgehemo.store.atomic import sha256_file
+from edgehemo.train.evaluate import evaluate_checkpoint
+
+
+def _summary(report: dict) -> dict:
+    return {
+        "accuracy": round(report["accuracy"], 5),
+        "weighted_f1": round(report["weighted_f1"], 5),
+        "macro_f1": round(report["macro_f1"], 5),
+        "recall": {k: round(v["recall"], 4) for k, v in report["per_class"].items()},
+        "num_images": report["num_images"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help="name of the shipped weights, e.g. cbam_cnn")
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories, one per seed")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--dry-run", action="store_true", help="report only, copy nothing")
+    args = parser.parse_args()
+
+    data_sha = sha256_file(args.data)
+    rows = []
+    for run in args.runs:
+        checkpoint = run / "best.pt"
+        card = read_card(run / "best.json")
+        val = _summary(evaluate_checkpoint(checkpoint, args.data, "val"))
+        test = _summary(evaluate_checkpoint(checkpoint, args.data, "test"))
+        rows.append({"run": str(run), "seed": card.training.seed, "val": val, "test": test,
+                     "card": card, "checkpoint": checkpoint})
+        print(f"{run}: seed {card.training.seed} val {val['accuracy']:.4f} "
+              f"test {test['accuracy']:.4f} weighted F1 {test['weighted_f1']:.4f}")
+
+    test_accuracies = [row["test"]["accuracy"] for row in rows]
+    spread = {
+        "seeds": [row["seed"] for row in rows],
+        "test_accuracy": test_accuracies,
+        "val_accuracy": [row["val"]["accuracy"] for row in rows],
+        "test_accuracy_mean": round(statistics.mean(test_accuracies), 5),
+        "test_accuracy_std": round(statistics.stdev(test_accuracies), 5) if len(rows) > 1 else 0.0,
+    }
+    chosen = max(rows, key=lambda row: row["val"]["accuracy"])
+    print(json.dumps({"chosen_seed": chosen["seed"], "spread": spread}, indent=2))
+    if args.dry_run:
+        return
+
+    card = chosen["card"].model_copy(deep=True)
+    card.name = args.name
+    card.data = {**card.data, "source": args.data.name, "sha256": data_sha}
+    card.metrics = {"val": chosen["val"], "test": chosen["test"], "seed_spread": spread}
+    card.notes = (
+        f"Chosen by validation accuracy among seeds {spread['seeds']}. Split: our own stratified "
+        "split of the PBC images (BloodMNIST preprocessing), not the official BloodMNIST split. "
+        "Single lab, single analyser, one stain: expect lower accuracy on other microscopes."
+    )
+    target = shipped_weights_dir() / f"{args.name}.pt"
+    shutil.copyfile(chosen["checkpoint"], target)
+    write_card(card, target.with_suffix(".json"))
+    print(f"shipped {target} ({target.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()
