@@ -1,0 +1,1 @@
+"""Device stage: runtimes and (later) the capture daemon. Never imports torch."""

@@ -131,13 +131,29 @@ def evaluate(
     write_card: Annotated[
         bool, typer.Option(help="Record the metrics in the checkpoint's model card.")
     ] = False,
+    backend: Annotated[str, typer.Option(help="Backend for exported models (cpu).")] = "cpu",
+    threads: Annotated[int, typer.Option(help="Runtime threads (0: runtime's default).")] = 0,
 ) -> None:
-    """Accuracy, F1, per-class precision/recall/sensitivity/specificity, confusion matrix."""
-    from edgehemo.metrics import format_report
-    from edgehemo.train.evaluate import evaluate_checkpoint
+    """Accuracy, F1, per-class precision/recall/sensitivity/specificity, confusion matrix.
 
-    report = evaluate_checkpoint(model, data, split, confusion_png=confusion_png,
-                                 record_in_card=write_card)
+    Exported models (e.g. cbam_cnn_int8) run through the device runtime, without torch.
+    """
+    from edgehemo.metrics import format_report, plot_confusion_matrix
+    from edgehemo.models import is_artifact_name
+
+    if is_artifact_name(model):
+        from edgehemo.device.evaluate import evaluate_artifact
+
+        if write_card:
+            raise ValueError("--write-card applies to torch checkpoints, not exported models")
+        report = evaluate_artifact(model, data, split, backend=backend, threads=threads)
+        if confusion_png is not None:
+            plot_confusion_matrix(report, confusion_png, title=f"{model} on {split}")
+    else:
+        from edgehemo.train.evaluate import evaluate_checkpoint
+
+        report = evaluate_checkpoint(model, data, split, confusion_png=confusion_png,
+                                     record_in_card=write_card)
     if json_out is not None:
         text = json.dumps(report, indent=2) + "\n"
         if str(json_out) == "-":
@@ -146,6 +162,46 @@ def evaluate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(text)
     print(format_report(report))
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="Shipped weights name or checkpoint .pt path.")],
+    formats: Annotated[str, typer.Option(help="Comma-separated: onnx, onnx-int8.")] = (
+        "onnx,onnx-int8"
+    ),
+    calibration: Annotated[
+        Path | None, typer.Option(help="Real images for int8 calibration (train split is used).")
+    ] = None,
+    calibration_count: Annotated[int, typer.Option(help="Calibration images.")] = 512,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(help="Data whose test split is measured (default: the calibration data)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("exported"),
+) -> None:
+    """Export to ONNX fp32 / int8 with manifests; measures accuracy and fp32 agreement."""
+    from rich.table import Table
+
+    from edgehemo.export.pipeline import export_model, parse_formats
+
+    rows = export_model(
+        model, formats=parse_formats(formats), calibration=calibration,
+        calibration_count=calibration_count, eval_data=eval_data or calibration, out=out,
+        progress=lambda message: console.print(f"[dim]{message}[/dim]"),
+    )
+    table = Table(title=f"export of {model}")
+    for column in ("format", "name", "status", "size MB", "test acc", "agreement w/ fp32"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.format, row.name, row.status, f"{row.megabytes:.2f}" if row.megabytes else "-",
+            f"{row.accuracy:.4f}" if row.accuracy is not None else "-",
+            f"{row.agreement:.4f}" if row.agreement is not None else "-",
+        )
+    Console().print(table)
+    if any(row.status != "passed" for row in rows):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -13,6 +13,9 @@ from typing import Any
 
 from edgehemo.cards import ModelCard, card_path_for, read_card
 from edgehemo.errors import ModelNotFoundError
+from edgehemo.manifest import ArtifactManifest, manifest_path_for, read_manifest
+
+ARTIFACT_SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,91 @@ def resolve_weights(name_or_path: str | Path) -> ModelWeights:
         f"no weights named {str(name_or_path)!r}.{hint} Shipped: {', '.join(shipped) or 'none'}; "
         "or pass a checkpoint path (.pt with its .json card)."
     )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An exported model file with its manifest."""
+
+    name: str
+    path: Path
+    manifest: ArtifactManifest
+
+    def summary(self) -> dict[str, Any]:
+        test = self.manifest.metrics.get("test", {})
+        return {
+            "name": self.name,
+            "format": self.manifest.format,
+            "precision": self.manifest.precision,
+            "architecture": self.manifest.architecture,
+            "bytes": self.manifest.bytes,
+            "test_accuracy": test.get("accuracy"),
+            "path": str(self.path),
+        }
+
+
+def _search_dirs(models_dir: Path | None) -> list[Path]:
+    dirs = [models_dir] if models_dir is not None else []
+    return [*dirs, shipped_weights_dir()]
+
+
+def list_artifacts(models_dir: Path | None = None) -> list[Artifact]:
+    """Exported artifacts with manifests, user models directory first, then shipped ones."""
+    found: dict[tuple[str, str], Artifact] = {}
+    for directory in _search_dirs(models_dir):
+        if not directory.is_dir():
+            continue
+        for suffix in ARTIFACT_SUFFIXES.values():
+            for path in sorted(directory.glob(f"*{suffix}")):
+                manifest_file = manifest_path_for(path)
+                key = (path.stem, suffix)
+                if manifest_file.is_file() and key not in found:
+                    found[key] = Artifact(path.stem, path, read_manifest(manifest_file))
+    return sorted(found.values(), key=lambda a: (a.name, a.manifest.format))
+
+
+def resolve_artifact(
+    name_or_path: str | Path,
+    *,
+    formats: tuple[str, ...] = ("onnx", "tflite"),
+    models_dir: Path | None = None,
+) -> Artifact:
+    """An artifact name (`cbam_cnn_int8`) or path -> file and manifest, in a format the
+    caller's backend runs; the user models directory wins over the shipped models."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in ARTIFACT_SUFFIXES.values():
+        if not candidate.is_file():
+            raise ModelNotFoundError(f"{candidate}: no such model file")
+        manifest = read_manifest(manifest_path_for(candidate))
+        if manifest.format not in formats:
+            raise ModelNotFoundError(
+                f"{candidate}: a {manifest.format} model; this backend runs {', '.join(formats)}"
+            )
+        return Artifact(candidate.stem, candidate, manifest)
+    available = list_artifacts(models_dir)
+    for artifact in available:
+        if artifact.name == str(name_or_path) and artifact.manifest.format in formats:
+            return artifact
+    other = [a.manifest.format for a in available if a.name == str(name_or_path)]
+    if other:
+        raise ModelNotFoundError(
+            f"{name_or_path} exists only as {', '.join(other)}; this backend runs "
+            f"{', '.join(formats)} (export it with `edgehemo export`)"
+        )
+    names = sorted({a.name for a in available})
+    close = difflib.get_close_matches(str(name_or_path), names, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ModelNotFoundError(
+        f"no exported model named {str(name_or_path)!r}.{hint} Available: "
+        f"{', '.join(names) or 'none'}"
+    )
+
+
+def is_artifact_name(name_or_path: str | Path, models_dir: Path | None = None) -> bool:
+    """True when `name_or_path` names an exported artifact rather than torch weights."""
+    if Path(name_or_path).suffix in ARTIFACT_SUFFIXES.values():
+        return True
+    return any(a.name == str(name_or_path) for a in list_artifacts(models_dir))
 
 
 def list_architectures() -> list[dict[str, Any]] | None:

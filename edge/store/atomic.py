@@ -8,12 +8,13 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomically(path: str | Path, data: bytes) -> None:
+def write_atomically(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write `data` to `path` through a fsynced temporary file in the same directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)  # mkstemp creates 0600; results are meant to be readable
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

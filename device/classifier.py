@@ -1,0 +1,91 @@
+"""Load an exported model by name on a backend, verified, and classify cell images with it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgehemo.device.backends.base import Backend, BackendError, backend_class
+from edgehemo.errors import CheckpointError
+from edgehemo.manifest import ArtifactManifest, verify_artifact
+from edgehemo.models import Artifact, resolve_artifact
+from edgehemo.preprocess import normalize, preprocess_raw
+
+logger = logging.getLogger(__name__)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class Classifier:
+    """An artifact running on a backend; probabilities for framed or raw cell images."""
+
+    artifact: Artifact
+    backend: Backend
+
+    @property
+    def manifest(self) -> ArtifactManifest:
+        return self.artifact.manifest
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | Path,
+        *,
+        backend: str = "cpu",
+        settings: dict[str, Any] | None = None,
+        models_dir: Path | None = None,
+    ) -> Classifier:
+        """Resolve, verify (sha256, input spec) and warm up a model on `backend`."""
+        backend_type = backend_class(backend)
+        artifact = resolve_artifact(name_or_path, formats=backend_type.formats,
+                                    models_dir=models_dir)
+        verify_artifact(artifact.path, artifact.manifest)
+        try:
+            backend_settings = backend_type.settings_class(**(settings or {}))
+        except ValueError as error:
+            raise BackendError(f"invalid settings for backend {backend!r}: {error}") from error
+        runner = backend_type(artifact.path, artifact.manifest, backend_settings)
+        classifier = cls(artifact, runner)
+        classifier._check_input_spec()
+        # The first inference allocates and plans; doing it now keeps it off the first frame.
+        size = artifact.manifest.preprocessing.input_size
+        classifier.backend.run(np.zeros((1, 3, size, size), dtype=np.float32))
+        return classifier
+
+    def _check_input_spec(self) -> None:
+        real = self.backend.input_shape()
+        declared = self.manifest.input.shape
+        if len(real) != len(declared) or any(
+            isinstance(r, int) and isinstance(d, int) and r != d
+            for r, d in zip(real, declared, strict=False)
+        ):
+            raise CheckpointError(
+                f"{self.artifact.path}: the model's input is {real} but its manifest says "
+                f"{declared}; the manifest belongs to another model"
+            )
+
+    def predict_framed(self, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+        """Probabilities (N, classes) for uint8 images already at the input size (N, S, S, 3)."""
+        spec = self.manifest.preprocessing
+        out = [
+            softmax(self.backend.run(normalize(images[i : i + batch_size], spec)))
+            for i in range(0, len(images), batch_size)
+        ]
+        if not out:
+            return np.zeros((0, len(self.manifest.classes)), dtype=np.float32)
+        return np.concatenate(out)
+
+    def predict_raw(self, images: list[np.ndarray]) -> np.ndarray:
+        """Probabilities for raw RGB images of any size, framed by the manifest's preprocessing."""
+        if not images:
+            return np.zeros((0, len(self.manifest.classes)), dtype=np.float32)
+        return softmax(self.backend.run(preprocess_raw(images, self.manifest.preprocessing)))

@@ -1,0 +1,68 @@
+"""Evaluate an exported model through the device runtime (no torch)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgehemo.datasets import ImageSet, load_dataset
+from edgehemo.device.classifier import Classifier
+from edgehemo.errors import DatasetError
+from edgehemo.metrics import classification_report
+
+
+def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
+    """Relabel data whose classes are the model's in another order; refuse others."""
+    if data.classes == classes:
+        return data
+    unknown = sorted(set(data.classes) - set(classes))
+    if unknown:
+        raise DatasetError(
+            f"{data.source}: classes {unknown} are not among the model's {list(classes)}"
+        )
+    mapping = np.asarray([classes.index(name) for name in data.classes])
+    return ImageSet(data.images, mapping[data.labels], classes, data.files, data.source)
+
+
+def evaluate_classifier(classifier: Classifier, data: ImageSet) -> tuple[dict[str, Any],
+                                                                          np.ndarray]:
+    """Report and probabilities of `classifier` on framed images."""
+    data = align_classes(data, classifier.manifest.classes)
+    start = time.perf_counter()
+    probabilities = classifier.predict_framed(data.images)
+    seconds = time.perf_counter() - start
+    report = classification_report(data.labels, probabilities.argmax(1), data.classes)
+    report["ms_per_image"] = 1000 * seconds / max(1, len(data))
+    return report, probabilities
+
+
+def evaluate_artifact(
+    name_or_path: str | Path,
+    data: str | Path,
+    split: str = "test",
+    *,
+    backend: str = "cpu",
+    threads: int = 0,
+    models_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Full metrics of an exported model on one split, through the chosen backend."""
+    classifier = Classifier.load(name_or_path, backend=backend, settings={"threads": threads},
+                                 models_dir=models_dir)
+    dataset = load_dataset(data, split, classifier.manifest.preprocessing)
+    report, _ = evaluate_classifier(classifier, dataset)
+    report.update({
+        "model": classifier.artifact.name,
+        "architecture": classifier.manifest.architecture,
+        "checkpoint": str(classifier.artifact.path),
+        "format": classifier.manifest.format,
+        "precision": classifier.manifest.precision,
+        "backend": backend,
+        "runtime": classifier.backend.runtime_version(),
+        "data": str(data),
+        "split": split,
+        "file_bytes": classifier.manifest.bytes,
+    })
+    return report

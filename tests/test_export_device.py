@@ -1,0 +1,122 @@
+"""Export to ONNX fp32/int8 and run the artifacts through the device runtime (no torch)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgehemo.datasets import load_image_folder
+from edgehemo.device.backends import BackendError
+from edgehemo.device.classifier import Classifier
+from edgehemo.errors import CheckpointError, DatasetError, ModelNotFoundError
+from edgehemo.export.pipeline import export_model, parse_formats
+from edgehemo.manifest import manifest_path_for, read_manifest
+from edgehemo.preprocess import load_image
+from edgehemo.train.loop import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    config = TrainConfig.from_recipe("cbam_cnn", tiny_npz, out, epochs=4, batch_size=16,
+                                     ema=0.0, augment="none", threads=1)
+    return train(config).checkpoint
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tiny_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exported")
+    rows = export_model(checkpoint, formats=["onnx", "onnx-int8"], calibration=tiny_npz,
+                        calibration_count=32, eval_data=tiny_npz, out=out)
+    return out, rows
+
+
+def test_export_writes_verified_artifacts_with_manifests(exported):
+    out, rows = exported
+    assert [row.status for row in rows] == ["passed", "passed"]
+    fp32 = read_manifest(out / "cbam_cnn_fp32.onnx.json")
+    int8 = read_manifest(out / "cbam_cnn_int8.onnx.json")
+    assert fp32.metrics["max_abs_logit_diff_vs_torch"] < 1e-4
+    assert fp32.classes[0] == "basophil" and fp32.input.shape == ["batch", 3, 64, 64]
+    assert int8.calibration["count"] == 32 and int8.calibration["split"] == "train"
+    assert "QuantizeLinear" in int8.operators and "QuantizeLinear" not in fp32.operators
+    assert 0 <= int8.metrics["top1_agreement_with_fp32"] <= 1
+    assert int8.bytes < fp32.bytes / 2
+    assert oct((out / "cbam_cnn_int8.onnx").stat().st_mode & 0o777) == "0o644"
+
+
+def test_classifier_runs_raw_images_of_any_size(exported, samples_dir):
+    out, _ = exported
+    classifier = Classifier.load(out / "cbam_cnn_fp32.onnx")
+    images = [load_image(path) for path in sorted(samples_dir.glob("*/*.jpg"))[:3]]
+    images.append(images[0][:100, :120])  # a tight crop of another size
+    probabilities = classifier.predict_raw(images)
+    assert probabilities.shape == (4, 8)
+    assert np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    framed = load_image_folder(samples_dir, "test", classifier.manifest.preprocessing)
+    # raw images through predict_raw == framed images through predict_framed
+    assert np.allclose(classifier.predict_raw(images[:3]),
+                       classifier.predict_framed(framed.images[:3]), atol=1e-5)
+
+
+def test_corrupt_or_mismatched_artifacts_are_refused(exported, tmp_path):
+    out, _ = exported
+    for name in ("cbam_cnn_fp32.onnx", "cbam_cnn_fp32.onnx.json"):
+        shutil.copy(out / name, tmp_path / name)
+    artifact = tmp_path / "cbam_cnn_fp32.onnx"
+    data = artifact.read_bytes()
+    artifact.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        Classifier.load(artifact)
+    artifact.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(CheckpointError, match="sha256"):
+        Classifier.load(artifact)
+    artifact.write_bytes(data)
+    manifest = json.loads(manifest_path_for(artifact).read_text())
+    manifest["input"]["shape"] = ["batch", 3, 224, 224]
+    manifest_path_for(artifact).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="belongs to another model"):
+        Classifier.load(artifact)
+    with pytest.raises(BackendError, match=r"unknown backend 'cpuu'\. Did you mean: cpu"):
+        Classifier.load(artifact, backend="cpuu")
+    with pytest.raises(ModelNotFoundError, match="no exported model named"):
+        Classifier.load("no_such_model_int8")
+
+
+def test_export_refuses_bad_input(checkpoint, tiny_npz, tmp_path):
+    with pytest.raises(ValueError, match="unknown format"):
+        parse_formats("onnx,coreml")
+    with pytest.raises(ValueError, match="needs --calibration"):
+        export_model(checkpoint, formats=["onnx-int8"], calibration=None, out=tmp_path / "a")
+    few = tmp_path / "few.npz"
+    with np.load(tiny_npz) as arrays:
+        np.savez(few, train_images=arrays["train_images"][:8],
+                 train_labels=arrays["train_labels"][:8], class_names=arrays["class_names"])
+    with pytest.raises(DatasetError, match="8 calibration images; at least 16"):
+        export_model(checkpoint, formats=["onnx-int8"], calibration=few, out=tmp_path / "b")
+    assert not list((tmp_path / "b").glob("*int8*"))
+    if os.geteuid() != 0:  # root can write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(CheckpointError, match="not writable"):
+            export_model(checkpoint, formats=["onnx"], calibration=None, out=locked / "x")
+
+
+def test_evaluate_exported_model_without_torch(exported, tiny_npz):
+    out, _ = exported
+    code = (
+        "import json, sys\n"
+        "from edgehemo.device.evaluate import evaluate_artifact\n"
+        f"report = evaluate_artifact({str(out / 'cbam_cnn_int8.onnx')!r}, {str(tiny_npz)!r})\n"
+        "print(json.dumps({'accuracy': report['accuracy'], 'torch': 'torch' in sys.modules}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    answer = json.loads(result.stdout)
+    manifest = read_manifest(out / "cbam_cnn_int8.onnx.json")
+    assert answer["torch"] is False
+    assert answer["accuracy"] == pytest.approx(manifest.metrics["test"]["accuracy"], abs=1e-6)
