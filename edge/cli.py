@@ -205,20 +205,73 @@ def export(
 
 
 @app.command()
+def classify(
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders (walked recursively).")],
+    model: Annotated[str, typer.Option(help="Exported model name or file.")] = "cbam_cnn_int8",
+    backend: Annotated[str, typer.Option(help="Inference backend (cpu).")] = "cpu",
+    threads: Annotated[int, typer.Option(help="Runtime threads (0: runtime's default).")] = 0,
+    top_k: Annotated[int, typer.Option(help="How many classes to list per image.")] = 3,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """Classify single-cell images of any size; non-image files are reported and skipped."""
+    from edgehemo.device.classifier import Classifier
+    from edgehemo.device.classify import classify_paths
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
+    classifier = Classifier.load(model, backend=backend, settings={"threads": threads})
+    result = classify_paths(classifier, paths, top_k=top_k)
+    for path, reason in result.skipped:
+        console.print(f"[yellow]skipped[/yellow] {path}: {reason}")
+    if json_output:
+        print(json.dumps([p.as_dict() for p in result.predictions], indent=2))
+    elif csv_output:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "label", "confidence", "topk"])
+        for p in result.predictions:
+            topk = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in p.topk)
+            writer.writerow([p.path, p.label, f"{p.confidence:.4f}", topk])
+    else:
+        for p in result.predictions:
+            others = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in p.topk[1:])
+            print(f"{p.path}\t{p.label}\t{p.confidence:.3f}\t{others}")
+    if not result.predictions:
+        console.print("[red]error:[/red] no readable image among the given paths")
+        raise typer.Exit(2)
+
+
+@app.command()
 def models(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List the shipped weights and, with torch installed, the registered architectures."""
-    from edgehemo.models import list_architectures, list_shipped
+    """List exported models, shipped weights and (with torch) the registered architectures."""
+    from edgehemo.models import list_architectures, list_artifacts, list_shipped
 
+    artifacts = [entry.summary() for entry in list_artifacts()]
     shipped = [entry.summary() for entry in list_shipped()]
     architectures = list_architectures()
     if json_output:
-        print(json.dumps({"weights": shipped, "architectures": architectures}, indent=2))
+        print(json.dumps({"exported": artifacts, "weights": shipped,
+                          "architectures": architectures}, indent=2))
         return
     from rich.table import Table
 
-    table = Table(title="Shipped weights")
+    out = Console()
+    exported = Table(title="Exported models (classify, capture; no torch needed)")
+    for column in ("name", "format", "precision", "architecture", "size", "test acc"):
+        exported.add_column(column)
+    for row in artifacts:
+        accuracy = row["test_accuracy"]
+        exported.add_row(
+            row["name"], row["format"], row["precision"], row["architecture"],
+            f"{row['bytes'] / 1e6:.2f} MB", f"{accuracy:.4f}" if accuracy is not None else "-",
+        )
+    out.print(exported)
+    table = Table(title="Shipped weights (torch checkpoints: evaluate, export, fine-tune)")
     for column in ("name", "architecture", "input", "params", "size", "test acc", "classes"):
         table.add_column(column)
     for row in shipped:
@@ -228,7 +281,6 @@ def models(
             f"{row['num_params'] / 1e6:.2f}M", f"{row['bytes'] / 1e6:.1f} MB",
             f"{accuracy:.4f}" if accuracy is not None else "-", str(len(row["classes"])),
         )
-    out = Console()
     out.print(table)
     if architectures is None:
         out.print("Architectures: install edgehemo[train] (torch) to list and train them.")

@@ -120,3 +120,26 @@ def test_evaluate_exported_model_without_torch(exported, tiny_npz):
     manifest = read_manifest(out / "cbam_cnn_int8.onnx.json")
     assert answer["torch"] is False
     assert answer["accuracy"] == pytest.approx(manifest.metrics["test"]["accuracy"], abs=1e-6)
+
+
+def test_classify_command_end_to_end_without_torch(exported, samples_dir, tmp_path):
+    out, _ = exported
+    folder = tmp_path / "mixed"
+    shutil.copytree(samples_dir / "platelet", folder / "platelet")
+    (folder / "notes.txt").write_text("not an image")
+    code = (
+        "import sys\n"
+        "from edgehemo.cli import main\n"
+        f"sys.argv = ['edgehemo', 'classify', {str(folder)!r}, '--model', "
+        f"{str(out / 'cbam_cnn_int8.onnx')!r}, '--json']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('TORCH', 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env=env)
+    rows = json.loads(result.stdout)
+    assert len(rows) == 4 and {"path", "label", "confidence", "topk"} <= set(rows[0])
+    assert len(rows[0]["topk"]) == 3 and rows[0]["confidence"] == rows[0]["topk"][0]["probability"]
+    assert "skipped" in result.stderr and "notes.txt" in result.stderr
+    assert "TORCH False" in result.stderr

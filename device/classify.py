@@ -1,0 +1,78 @@
+"""Classify image files: the engine of `edgehemo classify` (no torch)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgehemo.device.classifier import Classifier
+from edgehemo.errors import ImageReadError
+from edgehemo.preprocess import load_image
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    label: str
+    confidence: float
+    topk: list[dict[str, float | str]]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"path": self.path, "label": self.label, "confidence": self.confidence,
+                "topk": self.topk}
+
+
+@dataclass
+class ClassifyResult:
+    predictions: list[Prediction] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def walk(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files given directly, and every non-hidden file under given directories, sorted."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.parts[-1:])
+            )
+        else:
+            yield path
+
+
+def classify_paths(classifier: Classifier, paths: Iterable[Path], *, top_k: int = 3,
+                   batch_size: int = 32) -> ClassifyResult:
+    """Predictions for every readable image; unreadable files are skipped with the reason."""
+    result = ClassifyResult()
+    classes = classifier.manifest.classes
+    k = max(1, min(top_k, len(classes)))
+    pending: list[tuple[Path, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        probabilities = classifier.predict_raw([image for _, image in pending])
+        for (path, _), row in zip(pending, probabilities, strict=True):
+            order = np.argsort(row)[::-1][:k]
+            result.predictions.append(Prediction(
+                str(path), classes[order[0]], float(row[order[0]]),
+                [{"label": classes[i], "probability": round(float(row[i]), 6)} for i in order],
+            ))
+        pending.clear()
+
+    for path in walk(paths):
+        try:
+            pending.append((path, load_image(path)))
+        except ImageReadError as error:
+            result.skipped.append((str(path), str(error).removeprefix(f"{path}: ")))
+            continue
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return result
