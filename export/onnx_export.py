@@ -31,6 +31,7 @@ def export_onnx(model: nn.Module, input_size: int, path: Path) -> None:
     # for these conv nets, which is what the quantiser and the runtimes handle best.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             model,
             (example,),

@@ -29,3 +29,15 @@ def test_spatial_attention_uses_channel_mean_and_max():
         block.conv.bias.zero_()
     x = torch.tensor([[[[1.0]], [[3.0]]]])  # mean 2, max 3
     assert torch.allclose(block.attention(x), torch.sigmoid(torch.tensor(2.0)).view(1, 1, 1, 1))
+
+
+def test_export_friendly_pooling_equals_the_reductions():
+    from edgehemo.train.blocks import channel_max, channel_mean, global_average, global_max
+
+    x = torch.randn(3, 16, 5, 7)
+    assert torch.allclose(global_average(x), x.mean(dim=(2, 3), keepdim=True), atol=1e-6)
+    assert torch.equal(global_max(x), x.amax(dim=(2, 3), keepdim=True))
+    assert torch.allclose(channel_mean(x), x.mean(dim=1, keepdim=True), atol=1e-6)
+    assert torch.equal(channel_max(x), x.amax(dim=1, keepdim=True))
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(channel_max(channels_last), x.amax(dim=1, keepdim=True))

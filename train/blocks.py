@@ -3,12 +3,45 @@
 CBAM follows Woo et al. (2018): channel attention (average- and max-pooled descriptors through a
 shared MLP, summed, sigmoid), then spatial attention (channel-wise mean and max, a 7x7 convolution,
 sigmoid). SE follows Hu et al. (2018). Each block keeps the tensor shape.
+
+The pooling steps are written with pooling and convolution operators rather than reductions
+(global average pool instead of `mean`, a max pool over the whole map instead of `amax`, a fixed
+1x1 convolution for the channel mean, a max pool over the channel axis for the channel max). The
+result is the same function, but every operator then has an int8 kernel in onnxruntime and
+TFLite, so a quantised model stays in int8 end to end instead of bouncing to float around each
+attention block.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def global_average(x: torch.Tensor) -> torch.Tensor:
+    """Mean over H and W, kept as (N, C, 1, 1); exports as GlobalAveragePool."""
+    return F.adaptive_avg_pool2d(x, 1)
+
+
+def global_max(x: torch.Tensor) -> torch.Tensor:
+    """Max over H and W, kept as (N, C, 1, 1); exports as a MaxPool over the whole map."""
+    # int(): the ONNX tracer records the map size as a constant (inputs have a fixed size).
+    return F.max_pool2d(x, kernel_size=(int(x.shape[2]), int(x.shape[3])))
+
+
+def channel_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over channels, (N, 1, H, W); a 1x1 convolution with weights 1/C."""
+    channels = int(x.shape[1])
+    weight = torch.full((1, channels, 1, 1), 1.0 / channels, dtype=x.dtype, device=x.device)
+    return F.conv2d(x, weight)
+
+
+def channel_max(x: torch.Tensor) -> torch.Tensor:
+    """Max over channels, (N, 1, H, W); a max pool along the channel axis."""
+    channels, height, width = (int(d) for d in x.shape[1:])
+    stacked = x.reshape(-1, 1, channels, height * width)
+    return F.max_pool2d(stacked, kernel_size=(channels, 1)).reshape(-1, 1, height, width)
 
 
 def _hidden_channels(channels: int, reduction: int) -> int:
@@ -28,8 +61,7 @@ class SqueezeExcitation(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Return the per-channel weights (N, C, 1, 1)."""
-        pooled = x.mean(dim=(2, 3), keepdim=True)
-        return self.gate(self.fc2(self.act(self.fc1(pooled))))
+        return self.gate(self.fc2(self.act(self.fc1(global_average(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attention(x)
@@ -50,9 +82,7 @@ class ChannelAttention(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Return the per-channel weights (N, C, 1, 1)."""
-        avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
-        peak = self.mlp(x.amax(dim=(2, 3), keepdim=True))
-        return self.gate(avg + peak)
+        return self.gate(self.mlp(global_average(x)) + self.mlp(global_max(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attention(x)
@@ -70,9 +100,7 @@ class SpatialAttention(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Return the spatial weights (N, 1, H, W)."""
-        descriptor = torch.cat(
-            [x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1
-        )
+        descriptor = torch.cat([channel_mean(x), channel_max(x)], dim=1)
         return self.gate(self.conv(descriptor))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
