@@ -245,6 +245,28 @@ def classify(
 
 
 @app.command()
+def doctor(
+    state_dir: Annotated[Path, typer.Option(help="Where results are stored.")] = Path(
+        "/var/lib/edgehemo"
+    ),
+) -> None:
+    """Check this machine: runtimes, accelerators, cameras, disk, model integrity."""
+    from rich.markup import escape
+
+    from edgehemo.device.doctor import run_checks
+
+    failed_required = False
+    out = Console(soft_wrap=True)
+    for check in run_checks(state_dir):
+        mark = "[green]OK[/green]     " if check.ok else "[yellow]missing[/yellow]"
+        fix = f"  -> {check.fix}" if not check.ok and check.fix else ""
+        out.print(f"{mark} {escape(check.name)}: {escape(check.detail + fix)}")
+        failed_required |= check.required and not check.ok
+    if failed_required:
+        raise typer.Exit(1)
+
+
+@app.command()
 def models(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

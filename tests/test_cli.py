@@ -75,3 +75,12 @@ def test_corrupt_checkpoint_is_refused(tmp_path, tiny_npz):
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # truncated
     result = run("evaluate", "--model", checkpoint, "--data", tiny_npz, check=False)
     assert result.returncode == 2 and "does not match its card" in result.stderr
+
+
+def test_doctor_reports_runtimes_and_fixes(tmp_path):
+    result = run("doctor", "--state-dir", tmp_path / "state")
+    assert "OK      python" in result.stdout and "onnxruntime" in result.stdout
+    assert "torch not loaded" in result.stdout
+    # a missing optional runtime names the install command, markup intact
+    if "missing litert" in result.stdout:
+        assert "pip install 'edgehemo[tflite]'" in result.stdout

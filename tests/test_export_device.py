@@ -144,3 +144,15 @@ def test_classify_command_end_to_end_without_torch(exported, samples_dir, tmp_pa
     assert rows[0]["confidence"] == pytest.approx(rows[0]["topk"][0]["probability"], abs=1e-6)
     assert "skipped" in result.stderr and "notes.txt" in result.stderr
     assert "TORCH False" in result.stderr
+
+
+def test_gpu_backend_without_gpu_providers_says_how_to_fix(exported):
+    import onnxruntime
+
+    out, _ = exported
+    if {"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(
+        onnxruntime.get_available_providers()
+    ):
+        pytest.skip("this machine has GPU providers; the error path cannot be reached")
+    with pytest.raises(BackendError, match=r"onnxruntime-gpu.*cpu backend runs without a GPU"):
+        Classifier.load(out / "cbam_cnn_fp32.onnx", backend="gpu")

@@ -19,7 +19,10 @@ logger = logging.getLogger(__name__)
 
 # key -> module that defines it; modules are imported only when their backend is asked for,
 # so a Pi without onnxruntime can still run the LiteRT backend and vice versa.
-_MODULES = {"cpu": "edgehemo.device.backends.ort_cpu"}
+_MODULES = {
+    "cpu": "edgehemo.device.backends.ort_cpu",
+    "gpu": "edgehemo.device.backends.ort_gpu",
+}
 
 
 class BackendError(EdgehemoError):

@@ -42,12 +42,15 @@ class OnnxRuntimeCpu(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(
-                str(artifact), sess_options=options, providers=["CPUExecutionProvider"]
+                str(artifact), sess_options=options, providers=self._provider_list()
             )
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise BackendError(f"{artifact}: onnxruntime cannot load it ({error})") from error
         self._input = self.session.get_inputs()[0]
         self._version = ort.__version__
+
+    def _provider_list(self) -> list[object]:
+        return ["CPUExecutionProvider"]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input.name: batch})[0]
