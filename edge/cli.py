@@ -245,6 +245,42 @@ def classify(
 
 
 @app.command()
+def benchmark(
+    model: Annotated[str, typer.Argument(help="Model name, e.g. cbam_cnn (all its formats).")],
+    data: Annotated[Path | None, typer.Option(help="Data to measure accuracy on.")] = None,
+    split: Annotated[str, typer.Option(help="Split of --data.")] = "test",
+    threads: Annotated[str, typer.Option(help="Thread counts, comma-separated.")] = "1",
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
+    repeats: Annotated[int, typer.Option(help="Timed runs per setting.")] = 100,
+    min_accuracy: Annotated[
+        float | None, typer.Option(help="Exit 1 if a format scores below this.")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write rows as JSON.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write a Markdown table.")] = None,
+) -> None:
+    """One row per format: status, size, accuracy, ms per image, images/s, speed-up."""
+    from edgehemo.export.benchmark import benchmark as run_benchmark
+    from edgehemo.export.benchmark import to_markdown
+
+    rows = run_benchmark(
+        model, data=data, split=split, threads=[int(t) for t in threads.split(",")],
+        batch_sizes=[int(b) for b in batch_sizes.split(",")], repeats=repeats,
+    )
+    table = to_markdown(rows)
+    print(table)
+    if json_out:
+        json_out.write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
+    if markdown:
+        markdown.write_text(table + "\n")
+    if min_accuracy is not None:
+        low = [r.name for r in rows if r.accuracy is not None and r.accuracy < min_accuracy]
+        failed = [r.name for r in rows if r.status != "passed"]
+        if low or failed:
+            console.print(f"[red]below {min_accuracy}:[/red] {low}; failed: {failed}")
+            raise typer.Exit(1)
+
+
+@app.command()
 def doctor(
     state_dir: Annotated[Path, typer.Option(help="Where results are stored.")] = Path(
         "/var/lib/edgehemo"
