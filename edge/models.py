@@ -6,6 +6,7 @@ No torch here: resolving a name and reading its card works on a device install.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,14 @@ from edgehemo.errors import ModelNotFoundError
 from edgehemo.manifest import ArtifactManifest, manifest_path_for, read_manifest
 
 ARTIFACT_SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
+MODELS_DIR_ENV = "EDGEHEMO_MODELS_DIR"
+DEFAULT_MODELS_DIR = Path("/var/lib/edgehemo/models")
+
+
+def user_models_dir() -> Path:
+    """Where a user's own exported models live: $EDGEHEMO_MODELS_DIR, else the service's
+    state directory. Models there win over shipped models of the same name."""
+    return Path(os.environ.get(MODELS_DIR_ENV, DEFAULT_MODELS_DIR))
 
 
 @dataclass(frozen=True)
@@ -95,8 +104,7 @@ class Artifact:
 
 
 def _search_dirs(models_dir: Path | None) -> list[Path]:
-    dirs = [models_dir] if models_dir is not None else []
-    return [*dirs, shipped_weights_dir()]
+    return [models_dir if models_dir is not None else user_models_dir(), shipped_weights_dir()]
 
 
 def list_artifacts(models_dir: Path | None = None) -> list[Artifact]:

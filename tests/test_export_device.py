@@ -156,3 +156,13 @@ def test_gpu_backend_without_gpu_providers_says_how_to_fix(exported):
         pytest.skip("this machine has GPU providers; the error path cannot be reached")
     with pytest.raises(BackendError, match=r"onnxruntime-gpu.*cpu backend runs without a GPU"):
         Classifier.load(out / "cbam_cnn_fp32.onnx", backend="gpu")
+
+
+def test_user_models_directory_is_searched_first(exported, monkeypatch, tmp_path):
+    from edgehemo.models import resolve_artifact, shipped_weights_dir
+
+    out, _ = exported
+    monkeypatch.setenv("EDGEHEMO_MODELS_DIR", str(out))
+    assert resolve_artifact("cbam_cnn_int8").path == out / "cbam_cnn_int8.onnx"
+    monkeypatch.setenv("EDGEHEMO_MODELS_DIR", str(tmp_path / "absent"))
+    assert resolve_artifact("cbam_cnn_int8").path.parent == shipped_weights_dir()
