@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SAMPLES := edge/samples/pbc
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean tflite-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ demo: $(VENV)/.installed-train
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+## The TFLite converter's own environment (onnx2tf + TensorFlow, ~2.6 GB), used by `edgehemo export`.
+tflite-env: .venv-tflite/bin/onnx2tf
+
+.venv-tflite/bin/onnx2tf: export/tflite-requirements.txt
+	$(PYTHON) -m venv .venv-tflite
+	.venv-tflite/bin/python -m pip install --quiet -r export/tflite-requirements.txt
+	touch $@
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -167,9 +167,9 @@ def evaluate(
 @app.command()
 def export(
     model: Annotated[str, typer.Argument(help="Shipped weights name or checkpoint .pt path.")],
-    formats: Annotated[str, typer.Option(help="Comma-separated: onnx, onnx-int8.")] = (
-        "onnx,onnx-int8"
-    ),
+    formats: Annotated[
+        str, typer.Option(help="Comma-separated: onnx, onnx-int8, tflite, tflite-int8.")
+    ] = "onnx,onnx-int8",
     calibration: Annotated[
         Path | None, typer.Option(help="Real images for int8 calibration (train split is used).")
     ] = None,
@@ -180,7 +180,8 @@ def export(
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("exported"),
 ) -> None:
-    """Export to ONNX fp32 / int8 with manifests; measures accuracy and fp32 agreement."""
+    """Export to ONNX and TFLite (fp32, int8) with manifests; measures each through the
+    device runtime: accuracy, agreement with fp32, torch parity."""
     from rich.table import Table
 
     from edgehemo.export.pipeline import export_model, parse_formats
@@ -195,7 +196,7 @@ def export(
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row.format, row.name, row.status, f"{row.megabytes:.2f}" if row.megabytes else "-",
+            row.format, row.name, row.status, f"{row.megabytes:.2f}",
             f"{row.accuracy:.4f}" if row.accuracy is not None else "-",
             f"{row.agreement:.4f}" if row.agreement is not None else "-",
         )

@@ -1,8 +1,15 @@
-"""The `edgehemo export` command's engine: checkpoint -> verified artifacts with manifests."""
+"""The `edgehemo export` command's engine: checkpoint -> verified artifacts with manifests.
+
+Each artifact is written atomically, described by a manifest, then loaded back through the device
+runtime and measured there: the fp32 ONNX against torch (max logit difference), every artifact on
+the test split (accuracy) and against the fp32 ONNX (top-1 agreement). A full-integer TFLite
+model with a float operator left in it fails validation.
+"""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,26 +18,22 @@ from typing import Any
 import numpy as np
 
 import edgehemo
-from edgehemo.datasets import load_dataset
+from edgehemo.datasets import ImageSet, load_dataset
 from edgehemo.device.classifier import Classifier
 from edgehemo.device.evaluate import align_classes, evaluate_classifier
 from edgehemo.errors import CheckpointError
-from edgehemo.export.onnx_export import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    export_onnx,
-    max_logit_difference,
-    operator_summary,
-)
+from edgehemo.export import onnx_export, tflite
 from edgehemo.export.quantize import calibration_subset, quantize_onnx
 from edgehemo.manifest import ArtifactManifest, TensorSpec, manifest_path_for, write_manifest
 from edgehemo.models import resolve_weights
+from edgehemo.preprocess import normalize
 from edgehemo.store.atomic import sha256_file
+from edgehemo.train.blocks import reductions_for_export
 from edgehemo.train.evaluate import load_model
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "onnx-int8")
+FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8")
 FP32_TOLERANCE = 1e-4
 
 
@@ -38,18 +41,18 @@ FP32_TOLERANCE = 1e-4
 class ExportRow:
     format: str
     name: str
-    path: Path | None
-    status: str
+    path: Path
+    status: str = "passed"
     accuracy: float | None = None
     agreement: float | None = None
-    megabytes: float | None = None
+    megabytes: float = 0.0
 
 
 def parse_formats(text: str) -> list[str]:
     formats = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise ValueError(f"unknown format(s) {unknown}; this version exports {', '.join(FORMATS)}")
+        raise ValueError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
     return formats
 
 
@@ -61,6 +64,73 @@ def _check_writable(out: Path) -> None:
         probe.unlink()
     except OSError as error:
         raise CheckpointError(f"{out}: output directory is not writable ({error})") from error
+
+
+class _Exporter:
+    """State shared by the artifacts of one export: the model, its card, the data."""
+
+    def __init__(self, model: str | Path, eval_data: Path | None) -> None:
+        self.weights = resolve_weights(model)
+        self.card = self.weights.card
+        self.spec = self.card.preprocessing
+        self.torch_model = load_model(self.weights.checkpoint, self.card)
+        self.test: ImageSet | None = (
+            align_classes(load_dataset(eval_data, "test", self.spec), self.card.classes)
+            if eval_data else None
+        )
+        self.eval_name = eval_data.name if eval_data else ""
+        self.reference: np.ndarray | None = None  # fp32 ONNX predictions on the test split
+
+    def reference_batch(self) -> np.ndarray:
+        """Up to 64 real test images (a fixed random batch without data) for the torch check."""
+        if self.test is not None:
+            return normalize(self.test.images[:64], self.spec)
+        size = self.spec.input_size
+        return np.random.default_rng(0).standard_normal((8, 3, size, size)).astype(np.float32)
+
+    def describe(self, path: Path, fmt: str, precision: str, io: tuple[TensorSpec, TensorSpec],
+                 operators: dict[str, int], calibration: dict[str, Any] | None) -> ArtifactManifest:
+        manifest = ArtifactManifest(
+            name=path.stem, architecture=self.card.architecture, format=fmt,
+            precision=precision, file=path.name, sha256=sha256_file(path),
+            bytes=path.stat().st_size, classes=self.card.classes, input=io[0], output=io[1],
+            preprocessing=self.spec,
+            source_checkpoint_sha256=sha256_file(self.weights.checkpoint),
+            calibration=calibration, operators=operators,
+            edgehemo_version=edgehemo.__version__,
+        )
+        write_manifest(manifest, manifest_path_for(path))
+        return manifest
+
+    def measure(self, path: Path, manifest: ArtifactManifest, row: ExportRow) -> ExportRow:
+        """Load through the device runtime, measure, and record the figures in the manifest."""
+        backend = "cpu" if manifest.format == "onnx" else "tflite"
+        classifier = Classifier.load(path, backend=backend)
+        if manifest.format == "onnx" and manifest.precision == "fp32":
+            batch = self.reference_batch()
+            diff = onnx_export.max_logit_difference(
+                self.torch_model, np.asarray(classifier.backend.run(batch)), batch)
+            manifest.metrics["max_abs_logit_diff_vs_torch"] = diff
+            if diff > FP32_TOLERANCE:
+                row.status = f"exported but failed validation (logit diff {diff:.2e})"
+        if self.test is not None:
+            report, probabilities = evaluate_classifier(classifier, self.test)
+            predictions = probabilities.argmax(1)
+            manifest.metrics["test"] = {
+                "accuracy": round(report["accuracy"], 5),
+                "weighted_f1": round(report["weighted_f1"], 5),
+                "num_images": report["num_images"], "data": self.eval_name,
+            }
+            row.accuracy = report["accuracy"]
+            if self.reference is None:
+                self.reference = predictions
+            else:
+                row.agreement = float((predictions == self.reference).mean())
+                manifest.metrics["top1_agreement_with_fp32"] = round(row.agreement, 5)
+        manifest.verified_runtime = classifier.backend.runtime_version()
+        write_manifest(manifest, manifest_path_for(path))
+        row.megabytes = path.stat().st_size / 1e6
+        return row
 
 
 def export_model(
@@ -75,96 +145,82 @@ def export_model(
 ) -> list[ExportRow]:
     """Export `model` (shipped name or checkpoint) to each format, measure and describe it."""
     say = progress or (lambda message: None)
-    weights = resolve_weights(model)
-    card = weights.card
-    if "onnx-int8" in formats and calibration is None:
-        raise ValueError("int8 needs --calibration PATH (real training images: npz or folder)")
-    _check_writable(out)
-    torch_model = load_model(weights.checkpoint, card)
-    spec = card.preprocessing
-    test = (align_classes(load_dataset(eval_data, "test", spec), card.classes)
-            if eval_data else None)
-    common: dict[str, Any] = {
-        "architecture": card.architecture,
-        "classes": card.classes,
-        "preprocessing": spec,
-        "source_checkpoint_sha256": sha256_file(weights.checkpoint),
-        "edgehemo_version": edgehemo.__version__,
-    }
-    size = spec.input_size
-    io_input = TensorSpec(name=INPUT_NAME, shape=["batch", 3, size, size], dtype="float32",
-                          layout="NCHW")
-    io_output = TensorSpec(name=OUTPUT_NAME, shape=["batch", len(card.classes)], dtype="float32")
-    rows: list[ExportRow] = []
-    fp32_path = out / f"{card.name}_fp32.onnx"
-    fp32_predictions: np.ndarray | None = None
-
-    def finish(path: Path, precision: str, calibration_info: dict[str, Any] | None) -> ExportRow:
-        nonlocal fp32_predictions
-        manifest = ArtifactManifest(
-            name=path.stem, format="onnx", precision=precision, file=path.name,
-            sha256=sha256_file(path), bytes=path.stat().st_size, input=io_input,
-            output=io_output, calibration=calibration_info, operators=operator_summary(path),
-            **common,
+    needs_calibration = {"onnx-int8", "tflite", "tflite-int8"} & set(formats)
+    if needs_calibration and calibration is None:
+        raise ValueError(
+            f"{', '.join(sorted(needs_calibration))} need(s) --calibration PATH "
+            "(real training images: npz or ImageFolder)"
         )
-        write_manifest(manifest, manifest_path_for(path))
-        classifier = Classifier.load(path, backend="cpu", settings={"threads": 0})
-        row = ExportRow(f"onnx{'-int8' if precision == 'int8' else ''}", path.stem, path,
-                        "passed", megabytes=path.stat().st_size / 1e6)
-        if precision == "fp32":
-            batch = np.asarray(classifier.backend.run(_reference_batch(test, spec)))
-            diff = max_logit_difference(torch_model, batch, _reference_batch(test, spec))
-            manifest.metrics["max_abs_logit_diff_vs_torch"] = diff
-            if diff > FP32_TOLERANCE:
-                row.status = f"exported but failed validation (logit diff {diff:.2e})"
-        if test is not None:
-            report, probabilities = evaluate_classifier(classifier, test)
-            predictions = probabilities.argmax(1)
-            manifest.metrics["test"] = {
-                "accuracy": round(report["accuracy"], 5),
-                "weighted_f1": round(report["weighted_f1"], 5),
-                "num_images": report["num_images"],
-                "data": eval_data.name if eval_data else "",
-            }
-            row.accuracy = report["accuracy"]
-            if precision == "fp32":
-                fp32_predictions = predictions
-            elif fp32_predictions is not None:
-                row.agreement = float((predictions == fp32_predictions).mean())
-                manifest.metrics["top1_agreement_with_fp32"] = round(row.agreement, 5)
-        manifest.verified_runtime = classifier.backend.runtime_version()
-        write_manifest(manifest, manifest_path_for(path))
-        return row
-
-    if "onnx" in formats or "onnx-int8" in formats:
-        say(f"exporting {fp32_path.name}")
-        export_onnx(torch_model, size, fp32_path)
-        rows.append(finish(fp32_path, "fp32", None))
-    if "onnx-int8" in formats:
+    if {"tflite", "tflite-int8"} & set(formats):
+        tflite.converter_python()  # fail before any work if the converter is missing
+    _check_writable(out)
+    job = _Exporter(model, eval_data)
+    name, size = job.card.name, job.spec.input_size
+    calibration_set = calibration_info = None
+    if needs_calibration:
         assert calibration is not None
-        int8_path = out / f"{card.name}_int8.onnx"
-        say(f"calibrating on {calibration_count} training images of {calibration.name}")
+        say(f"reading {calibration_count} calibration images from {calibration.name} (train)")
         calibration_set = calibration_subset(
-            align_classes(load_dataset(calibration, "train", spec), card.classes),
+            align_classes(load_dataset(calibration, "train", job.spec), job.card.classes),
             calibration_count,
         )
-        quantize_onnx(fp32_path, int8_path, calibration_set, spec)
-        rows.append(finish(int8_path, "int8", {
-            "source": calibration.name, "split": "train", "count": len(calibration_set),
-            "method": "minmax", "format": "QDQ, per-channel int8 weights, uint8 activations",
-        }))
+        calibration_info = {"source": calibration.name, "split": "train",
+                            "count": len(calibration_set), "selection": "class-stratified, seed 0"}
+    io_onnx = (
+        TensorSpec(name=onnx_export.INPUT_NAME, shape=["batch", 3, size, size], dtype="float32",
+                   layout="NCHW"),
+        TensorSpec(name=onnx_export.OUTPUT_NAME, shape=["batch", len(job.card.classes)],
+                   dtype="float32"),
+    )
+    rows: list[ExportRow] = []
+    # The fp32 ONNX is the reference for agreement, so it is always made and measured first.
+    fp32_onnx = out / f"{name}_fp32.onnx"
+    say(f"exporting {fp32_onnx.name}")
+    onnx_export.export_onnx(job.torch_model, size, fp32_onnx)
+    manifest = job.describe(fp32_onnx, "onnx", "fp32", io_onnx,
+                            onnx_export.operator_summary(fp32_onnx), None)
+    rows.append(job.measure(fp32_onnx, manifest, ExportRow("onnx", fp32_onnx.stem, fp32_onnx)))
+
+    if "onnx-int8" in formats:
+        assert calibration_set is not None
+        path = out / f"{name}_int8.onnx"
+        say(f"quantising {path.name} (static QDQ)")
+        quantize_onnx(fp32_onnx, path, calibration_set, job.spec)
+        manifest = job.describe(path, "onnx", "int8", io_onnx,
+                                onnx_export.operator_summary(path),
+                                {**(calibration_info or {}), "method": "minmax", "scheme":
+                                 "QDQ, per-channel int8 weights, uint8 activations"})
+        rows.append(job.measure(path, manifest, ExportRow("onnx-int8", path.stem, path)))
+
+    tflite_formats = [f for f in formats if f.startswith("tflite")]
+    if tflite_formats:
+        assert calibration_set is not None
+        targets = {"tflite": out / f"{name}_fp32.tflite",
+                   "tflite-int8": out / f"{name}_int8.tflite"}
+        with tempfile.TemporaryDirectory(prefix="edgehemo-onnx-") as tmp:
+            reduced = Path(tmp) / f"{name}.onnx"
+            with reductions_for_export():
+                onnx_export.export_onnx(job.torch_model, size, reduced)
+            say("converting to TFLite with onnx2tf (about a minute)")
+            tflite.convert(reduced, calibration_set, job.spec,
+                           targets["tflite"] if "tflite" in formats else None,
+                           targets["tflite-int8"] if "tflite-int8" in formats else None)
+        for fmt in tflite_formats:
+            path = targets[fmt]
+            precision = "int8" if fmt.endswith("int8") else "fp32"
+            operators, float_ops = tflite.operator_summary(path)
+            info = ({**(calibration_info or {}), "method": "TFLite converter, per-channel",
+                     "scheme": "full integer: int8 weights, activations, input and output"}
+                    if precision == "int8" else None)
+            manifest = job.describe(path, "tflite", precision, tflite.tensor_specs(path),
+                                    operators, info)
+            row = job.measure(path, manifest, ExportRow(fmt, path.stem, path))
+            if precision == "int8" and float_ops:
+                row.status = f"exported but failed validation (float ops: {float_ops[:3]})"
+            rows.append(row)
+
     if "onnx" not in formats:
-        fp32_path.unlink(missing_ok=True)
-        manifest_path_for(fp32_path).unlink(missing_ok=True)
+        for leftover in (fp32_onnx, manifest_path_for(fp32_onnx)):
+            leftover.unlink(missing_ok=True)
         rows = [row for row in rows if row.format != "onnx"]
     return rows
-
-
-def _reference_batch(test: Any, spec: Any) -> np.ndarray:
-    """Up to 64 real images (or, without data, a fixed random batch) for the fp32 check."""
-    from edgehemo.preprocess import normalize
-
-    if test is not None:
-        return normalize(test.images[:64], spec)
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((8, 3, spec.input_size, spec.input_size)).astype(np.float32)

@@ -41,3 +41,16 @@ def test_export_friendly_pooling_equals_the_reductions():
     assert torch.equal(channel_max(x), x.amax(dim=1, keepdim=True))
     channels_last = x.contiguous(memory_format=torch.channels_last)
     assert torch.equal(channel_max(channels_last), x.amax(dim=1, keepdim=True))
+
+
+def test_reductions_for_export_give_the_same_function():
+    from edgehemo.train.blocks import reductions_for_export
+    from edgehemo.train.registry import create_model
+
+    model = create_model("cbam_cnn").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled = model(x)
+        with reductions_for_export():
+            reduced = model(x)
+    assert torch.allclose(pooled, reduced, atol=1e-5)

@@ -166,3 +166,39 @@ def test_user_models_directory_is_searched_first(exported, monkeypatch, tmp_path
     assert resolve_artifact("cbam_cnn_int8").path == out / "cbam_cnn_int8.onnx"
     monkeypatch.setenv("EDGEHEMO_MODELS_DIR", str(tmp_path / "absent"))
     assert resolve_artifact("cbam_cnn_int8").path.parent == shipped_weights_dir()
+
+
+def _converter_available():
+    from edgehemo.export.tflite import ConverterError, converter_python
+
+    try:
+        converter_python()
+    except ConverterError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _converter_available(),
+                    reason="the TFLite converter environment is absent (make tflite-env)")
+def test_tflite_export_is_full_integer_and_runs_on_litert(checkpoint, tiny_npz, tmp_path):
+    rows = export_model(checkpoint, formats=["tflite", "tflite-int8"], calibration=tiny_npz,
+                        calibration_count=32, eval_data=tiny_npz, out=tmp_path)
+    assert [row.status for row in rows] == ["passed", "passed"]
+    int8 = read_manifest(tmp_path / "cbam_cnn_int8.tflite.json")
+    assert int8.input.dtype == "int8" and int8.output.dtype == "int8"
+    assert int8.input.shape == [1, 64, 64, 3] and int8.input.layout == "NHWC"
+    assert int8.metrics["top1_agreement_with_fp32"] >= 0.9
+    assert not (tmp_path / "cbam_cnn_fp32.onnx").exists()  # onnx was not asked for
+    classifier = Classifier.load(tmp_path / "cbam_cnn_int8.tflite", backend="tflite")
+    assert classifier.predict_framed(np.zeros((3, 64, 64, 3), np.uint8)).shape == (3, 8)
+
+
+def test_tflite_export_without_converter_says_how_to_get_it(checkpoint, tiny_npz, tmp_path,
+                                                            monkeypatch):
+    from edgehemo.export import tflite
+
+    monkeypatch.setenv("EDGEHEMO_TFLITE_PYTHON", str(tmp_path / "no-python"))
+    monkeypatch.setattr(tflite, "__file__", str(tmp_path / "export" / "tflite.py"))
+    with pytest.raises(tflite.ConverterError, match="make tflite-env"):
+        export_model(checkpoint, formats=["tflite-int8"], calibration=tiny_npz, out=tmp_path)
+    assert not list(tmp_path.glob("*.onnx"))

@@ -9,29 +9,53 @@ The pooling steps are written with pooling and convolution operators rather than
 1x1 convolution for the channel mean, a max pool over the channel axis for the channel max). The
 result is the same function, but every operator then has an int8 kernel in onnxruntime and
 TFLite, so a quantised model stays in int8 end to end instead of bouncing to float around each
-attention block.
+attention block. The TFLite route needs the reductions instead (TFLite has int8 MEAN and
+REDUCE_MAX, and onnx2tf's NCHW->NHWC rewrite breaks a pool along the channel axis):
+`reductions_for_export()` switches to them while that ONNX graph is traced.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+_USE_REDUCTIONS: ContextVar[bool] = ContextVar("use_reductions", default=False)
+
+
+@contextmanager
+def reductions_for_export() -> Iterator[None]:
+    """Trace the attention pooling as ReduceMean/ReduceMax (same function, other operators)."""
+    token = _USE_REDUCTIONS.set(True)
+    try:
+        yield
+    finally:
+        _USE_REDUCTIONS.reset(token)
+
 
 def global_average(x: torch.Tensor) -> torch.Tensor:
     """Mean over H and W, kept as (N, C, 1, 1); exports as GlobalAveragePool."""
+    if _USE_REDUCTIONS.get():
+        return x.mean(dim=(2, 3), keepdim=True)
     return F.adaptive_avg_pool2d(x, 1)
 
 
 def global_max(x: torch.Tensor) -> torch.Tensor:
     """Max over H and W, kept as (N, C, 1, 1); exports as a MaxPool over the whole map."""
+    if _USE_REDUCTIONS.get():
+        return x.amax(dim=(2, 3), keepdim=True)
     # int(): the ONNX tracer records the map size as a constant (inputs have a fixed size).
     return F.max_pool2d(x, kernel_size=(int(x.shape[2]), int(x.shape[3])))
 
 
 def channel_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over channels, (N, 1, H, W); a 1x1 convolution with weights 1/C."""
+    if _USE_REDUCTIONS.get():
+        return x.mean(dim=1, keepdim=True)
     channels = int(x.shape[1])
     weight = torch.full((1, channels, 1, 1), 1.0 / channels, dtype=x.dtype, device=x.device)
     return F.conv2d(x, weight)
@@ -39,6 +63,8 @@ def channel_mean(x: torch.Tensor) -> torch.Tensor:
 
 def channel_max(x: torch.Tensor) -> torch.Tensor:
     """Max over channels, (N, 1, H, W); a max pool along the channel axis."""
+    if _USE_REDUCTIONS.get():
+        return x.amax(dim=1, keepdim=True)
     channels, height, width = (int(d) for d in x.shape[1:])
     stacked = x.reshape(-1, 1, channels, height * width)
     return F.max_pool2d(stacked, kernel_size=(channels, 1)).reshape(-1, 1, height, width)

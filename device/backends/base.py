@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 _MODULES = {
     "cpu": "edgehemo.device.backends.ort_cpu",
     "gpu": "edgehemo.device.backends.ort_gpu",
+    "tflite": "edgehemo.device.backends.litert",
+    "edgetpu": "edgehemo.device.backends.edgetpu",
 }
 
 

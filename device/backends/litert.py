@@ -1,0 +1,119 @@
+"""`tflite`: LiteRT (`ai_edge_litert`), falling back to `tflite_runtime` on older systems.
+
+Float and full-integer models. An int8 model's input is quantised here with the scale and zero
+point the model declares, and its output dequantised, so callers always pass float32 NCHW and get
+float32 logits. Models converted from ONNX are NHWC: the batch is transposed to the model's
+layout. XNNPACK is LiteRT's default CPU delegate and stays on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from edgehemo.device.backends.base import Backend, BackendError, BackendSettings
+from edgehemo.manifest import ArtifactManifest
+
+logger = logging.getLogger(__name__)
+
+
+def load_interpreter_module() -> tuple[ModuleType, str]:
+    """The LiteRT interpreter module and its name; BackendError says how to install one."""
+    try:
+        from ai_edge_litert import interpreter
+
+        return interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter
+
+        return interpreter, "tflite-runtime"
+    except ImportError as error:
+        missing = BackendError(
+            "the tflite backend needs LiteRT: pip install 'edgehemo[tflite]' (ai-edge-litert), "
+            "or tflite-runtime on older systems; the cpu backend (onnxruntime) is an alternative"
+        )
+        raise missing from error
+    except (AttributeError, RuntimeError) as error:  # built against numpy 1.x
+        import numpy
+
+        raise BackendError(
+            f"tflite-runtime cannot load with numpy {numpy.__version__} (it was built for "
+            "numpy<2): install ai-edge-litert instead, or pip install 'numpy<2'"
+        ) from error
+
+
+class LiteRT(Backend):
+    key = "tflite"
+    formats = ("tflite",)
+    settings_class = BackendSettings
+
+    def __init__(self, artifact: Path, manifest: ArtifactManifest,
+                 settings: BackendSettings) -> None:
+        super().__init__(artifact, manifest, settings)
+        module, self._runtime = load_interpreter_module()
+        self._version = getattr(module, "__version__", "") or _package_version(self._runtime)
+        self.interpreter = self._make_interpreter(module, settings)
+        self.interpreter.allocate_tensors()
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        self._nhwc = manifest.input.layout == "NHWC"
+
+    def _make_interpreter(self, module: ModuleType, settings: BackendSettings) -> Any:
+        try:
+            return module.Interpreter(model_path=str(self.artifact),
+                                      num_threads=settings.threads or None)
+        except (ValueError, RuntimeError) as error:
+            raise BackendError(f"{self.artifact}: LiteRT cannot load it ({error})") from error
+
+    def _quantize(self, batch: np.ndarray) -> np.ndarray:
+        dtype = self._input["dtype"]
+        if dtype == np.float32:
+            return batch
+        scale, zero_point = self._input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def _dequantize(self, values: np.ndarray) -> np.ndarray:
+        if values.dtype == np.float32:
+            return values
+        scale, zero_point = self._output["quantization"]
+        return (values.astype(np.float32) - zero_point) * scale
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self._nhwc:
+            batch = batch.transpose(0, 2, 3, 1)
+        batch = np.ascontiguousarray(self._quantize(batch))
+        model_batch = int(self._input["shape"][0])
+        if model_batch == len(batch):
+            return self._invoke(batch)
+        # Exported models have a static batch of 1 (the Edge TPU requires static shapes).
+        return np.concatenate([self._invoke(batch[i : i + 1]) for i in range(len(batch))])
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self._input["index"], batch)
+        self.interpreter.invoke()
+        return self._dequantize(self.interpreter.get_tensor(self._output["index"]).copy())
+
+    def input_shape(self) -> list[int | str]:
+        return [int(d) for d in self._input["shape"]]
+
+    def runtime_version(self) -> str:
+        return f"{self._runtime} {self._version}".strip()
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return ""
+
+
+BACKEND = LiteRT
