@@ -39,8 +39,7 @@ def walk(paths: Iterable[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
             yield from sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.parts[-1:])
+                p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
             )
         else:
             yield path

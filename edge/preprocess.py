@@ -68,10 +68,16 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Centre-crop a raw RGB image to a square and resize it to the model's input size."""
+    """Centre-crop a raw RGB image to a square and resize it to the model's input size.
+
+    An image already at the input size is taken as framed (a MedMNIST-style crop) and returned
+    unchanged: cropping it again would cut the cell.
+    """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
     height, width = image.shape[:2]
+    if height == width == spec.input_size:
+        return np.ascontiguousarray(image)
     side = max(1, round(spec.crop_fraction * min(height, width)))
     top, left = (height - side) // 2, (width - side) // 2
     square = image[top : top + side, left : left + side]

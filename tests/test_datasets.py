@@ -110,6 +110,7 @@ def test_crop_follows_the_bloodmnist_rule(samples_dir):
     assert np.array_equal(crop, image[81:281, 80:280])
     framed = crop_and_resize(image, SPEC)
     assert framed.shape == (64, 64, 3) and framed.dtype == np.uint8
+    assert np.array_equal(crop_and_resize(framed, SPEC), framed)  # already framed: unchanged
 
 
 def test_numpy_and_torch_normalisation_agree(sample_set):
