@@ -14,10 +14,11 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[$*]'
 	touch $@
 
-## Main job on a bundled default: classify the bundled PBC sample cells with the shipped CBAM-CNN.
-demo: $(VENV)/.installed-train
-	$(BIN)/edgehemo models
-	$(BIN)/edgehemo evaluate --model cbam_cnn --data $(SAMPLES)
+## Main job on a bundled default: the shipped int8 CBAM-CNN classifies the bundled sample cells
+## through the device runtime (onnxruntime, no torch), then scores itself against their labels.
+demo: $(VENV)/.installed-device,onnx
+	$(BIN)/edgehemo classify $(SAMPLES) --model cbam_cnn_int8
+	$(BIN)/edgehemo evaluate --model cbam_cnn_int8 --data $(SAMPLES)
 
 ## Lint and run the test suite.
 test: $(VENV)/.installed-dev

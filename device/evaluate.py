@@ -8,23 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from edgehemo.datasets import ImageSet, load_dataset
+from edgehemo.datasets import ImageSet, align_classes, load_dataset
 from edgehemo.device.classifier import Classifier
-from edgehemo.errors import DatasetError
 from edgehemo.metrics import classification_report
-
-
-def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
-    """Relabel data whose classes are the model's in another order; refuse others."""
-    if data.classes == classes:
-        return data
-    unknown = sorted(set(data.classes) - set(classes))
-    if unknown:
-        raise DatasetError(
-            f"{data.source}: classes {unknown} are not among the model's {list(classes)}"
-        )
-    mapping = np.asarray([classes.index(name) for name in data.classes])
-    return ImageSet(data.images, mapping[data.labels], classes, data.files, data.source)
 
 
 def evaluate_classifier(classifier: Classifier, data: ImageSet) -> tuple[dict[str, Any],

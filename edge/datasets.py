@@ -57,6 +57,19 @@ class ImageSet:
         )
 
 
+def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
+    """Relabel `data` to the class order `classes` (a model's); refuse classes it lacks."""
+    if data.classes == classes:
+        return data
+    unknown = sorted(set(data.classes) - set(classes))
+    if unknown:
+        raise DatasetError(
+            f"{data.source}: classes {unknown} are not among the model's {list(classes)}"
+        )
+    mapping = np.asarray([classes.index(name) for name in data.classes])
+    return ImageSet(data.images, mapping[data.labels], classes, data.files, data.source)
+
+
 def load_dataset(path: str | Path, split: str, spec: PreprocessSpec) -> ImageSet:
     """Read split `split` of an npz file or an ImageFolder directory."""
     path = Path(path)

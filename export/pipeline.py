@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 import edgehemo
-from edgehemo.datasets import ImageSet, load_dataset
+from edgehemo.datasets import ImageSet, align_classes, load_dataset
 from edgehemo.device.classifier import Classifier
-from edgehemo.device.evaluate import align_classes, evaluate_classifier
+from edgehemo.device.evaluate import evaluate_classifier
 from edgehemo.errors import CheckpointError
 from edgehemo.export import onnx_export, tflite
 from edgehemo.export.quantize import calibration_subset, quantize_onnx

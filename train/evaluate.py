@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from edgehemo.cards import ModelCard, card_path_for, verify_checkpoint, write_card
-from edgehemo.datasets import ImageSet, load_dataset
-from edgehemo.errors import CheckpointError, DatasetError
+from edgehemo.datasets import align_classes, load_dataset
+from edgehemo.errors import CheckpointError
 from edgehemo.metrics import classification_report, plot_confusion_matrix
 from edgehemo.models import resolve_weights
 from edgehemo.train.data import predict_probabilities
@@ -42,20 +42,6 @@ def load_model(checkpoint: str | Path, card: ModelCard) -> nn.Module:
     return model.eval()
 
 
-def _align_classes(data: ImageSet, card: ModelCard) -> ImageSet:
-    """Relabel data whose classes are the card's in another order; refuse others."""
-    if data.classes == card.classes:
-        return data
-    unknown = sorted(set(data.classes) - set(card.classes))
-    if unknown:
-        raise DatasetError(
-            f"{data.source}: classes {unknown} are not among the model's {list(card.classes)}"
-        )
-    mapping = torch.tensor([card.classes.index(name) for name in data.classes])
-    labels = mapping[torch.from_numpy(data.labels)].numpy()
-    return ImageSet(data.images, labels, card.classes, data.files, data.source)
-
-
 def evaluate_checkpoint(
     name_or_path: str | Path,
     data: str | Path,
@@ -67,7 +53,8 @@ def evaluate_checkpoint(
     """Full metrics of a shipped model or checkpoint on one split of a dataset."""
     weights = resolve_weights(name_or_path)
     model = load_model(weights.checkpoint, weights.card)
-    dataset = _align_classes(load_dataset(data, split, weights.card.preprocessing), weights.card)
+    dataset = align_classes(load_dataset(data, split, weights.card.preprocessing),
+                             weights.card.classes)
     start = time.perf_counter()
     probabilities = predict_probabilities(model, dataset, weights.card.preprocessing)
     seconds = time.perf_counter() - start
