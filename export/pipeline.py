@@ -148,7 +148,7 @@ def export_model(
     needs_calibration = {"onnx-int8", "tflite", "tflite-int8"} & set(formats)
     if needs_calibration and calibration is None:
         raise ValueError(
-            f"{', '.join(sorted(needs_calibration))} need(s) --calibration PATH "
+            f"--calibration PATH is required for {', '.join(sorted(needs_calibration))} "
             "(real training images: npz or ImageFolder)"
         )
     if {"tflite", "tflite-int8"} & set(formats):

@@ -90,7 +90,7 @@ def test_corrupt_or_mismatched_artifacts_are_refused(exported, tmp_path):
 def test_export_refuses_bad_input(checkpoint, tiny_npz, tmp_path):
     with pytest.raises(ValueError, match="unknown format"):
         parse_formats("onnx,coreml")
-    with pytest.raises(ValueError, match="needs --calibration"):
+    with pytest.raises(ValueError, match="--calibration PATH is required for onnx-int8"):
         export_model(checkpoint, formats=["onnx-int8"], calibration=None, out=tmp_path / "a")
     few = tmp_path / "few.npz"
     with np.load(tiny_npz) as arrays:
