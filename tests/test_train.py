@@ -96,3 +96,12 @@ def test_ema_warms_up_and_then_follows_the_decay():
     counter = [torch.tensor([3])]
     update(counter, [torch.tensor([7])], torch.tensor(5))
     assert int(counter[0]) == 7
+
+
+def test_training_on_an_image_folder_without_splits_holds_out_validation(samples_dir, tmp_path):
+    config = TrainConfig.from_recipe("cnn", samples_dir, tmp_path, epochs=1, batch_size=8,
+                                     ema=0.0, augment="flips", threads=1)
+    result = train(config)
+    assert result.card.data["train_images"] == 24 and result.card.data["val_images"] == 8
+    assert result.card.classes == tuple(sorted(p.name for p in samples_dir.iterdir()
+                                               if p.is_dir()))
