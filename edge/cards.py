@@ -7,15 +7,15 @@ is recorded so a card cannot silently describe other weights.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgehemo.errors import CheckpointError
+from edgehemo.jsonfile import read_json_model, write_json_model
 from edgehemo.preprocess import PreprocessSpec
-from edgehemo.store.atomic import sha256_file, write_atomically
+from edgehemo.store.atomic import sha256_file
 
 CARD_VERSION = 1
 
@@ -68,21 +68,13 @@ def card_path_for(checkpoint: str | Path) -> Path:
 
 
 def read_card(path: str | Path) -> ModelCard:
-    """Read and validate a model card; CheckpointError names the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: model card not found (every checkpoint needs its .json)")
-    try:
-        return ModelCard.model_validate(json.loads(path.read_text()))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}: model card is not valid JSON ({error})") from error
-    except ValidationError as error:
-        raise CheckpointError(f"{path}: invalid model card:\n{error}") from error
+    """Read and validate a model card. CheckpointError names the file and the problem."""
+    return read_json_model(path, ModelCard, "model card", "checkpoint")
 
 
 def write_card(card: ModelCard, path: str | Path) -> None:
-    """Write a card atomically, pretty-printed."""
-    write_atomically(path, (card.model_dump_json(indent=2) + "\n").encode())
+    """Write atomically, pretty-printed."""
+    write_json_model(card, path)
 
 
 def verify_checkpoint(checkpoint: str | Path, card: ModelCard) -> None:

@@ -8,15 +8,15 @@ that was verified. The device refuses an artifact whose sha256 differs from its 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgehemo.errors import CheckpointError
+from edgehemo.jsonfile import read_json_model, write_json_model
 from edgehemo.preprocess import PreprocessSpec
-from edgehemo.store.atomic import sha256_file, write_atomically
+from edgehemo.store.atomic import sha256_file
 
 MANIFEST_VERSION = 1
 Format = Literal["onnx", "tflite"]
@@ -69,20 +69,13 @@ def manifest_path_for(artifact: str | Path) -> Path:
 
 
 def read_manifest(path: str | Path) -> ArtifactManifest:
-    """Read and validate a manifest; CheckpointError names the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: manifest not found (every artifact needs its .json)")
-    try:
-        return ArtifactManifest.model_validate(json.loads(path.read_text()))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}: manifest is not valid JSON ({error})") from error
-    except ValidationError as error:
-        raise CheckpointError(f"{path}: invalid manifest:\n{error}") from error
+    """Read and validate a manifest. CheckpointError names the file and the problem."""
+    return read_json_model(path, ArtifactManifest, "manifest", "artifact")
 
 
 def write_manifest(manifest: ArtifactManifest, path: str | Path) -> None:
-    write_atomically(path, (manifest.model_dump_json(indent=2) + "\n").encode())
+    """Write atomically, pretty-printed."""
+    write_json_model(manifest, path)
 
 
 def verify_artifact(artifact: str | Path, manifest: ArtifactManifest) -> None:
