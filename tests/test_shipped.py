@@ -12,11 +12,13 @@ from edgehemo.train.evaluate import evaluate_checkpoint
 
 SHIPPED_WEIGHTS = ("cbam_cnn", "se_cnn", "sa_cnn")
 SHIPPED_ARTIFACTS = ("cbam_cnn_fp32", "cbam_cnn_int8", "se_cnn_fp32", "se_cnn_int8")
+FORMATS = ("onnx", "tflite")
 
 
 def test_the_promised_weights_and_artifacts_are_shipped():
     assert set(SHIPPED_WEIGHTS) <= {w.name for w in list_shipped()}
-    assert set(SHIPPED_ARTIFACTS) <= {a.name for a in list_artifacts()}
+    shipped = {(a.name, a.manifest.format) for a in list_artifacts()}
+    assert {(name, fmt) for name in SHIPPED_ARTIFACTS for fmt in FORMATS} <= shipped
     for weights in list_shipped():
         assert weights.card.num_params <= 600_000
         assert weights.card.metrics["test"]["accuracy"] > 0.95
@@ -24,9 +26,10 @@ def test_the_promised_weights_and_artifacts_are_shipped():
         verify_artifact(artifact.path, artifact.manifest)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "tflite"])
 @pytest.mark.parametrize("name", SHIPPED_ARTIFACTS)
-def test_shipped_artifacts_classify_the_bundled_cells(name, samples_dir):
-    classifier = Classifier.load(name)
+def test_shipped_artifacts_classify_the_bundled_cells(name, backend, samples_dir):
+    classifier = Classifier.load(name, backend=backend)
     data = load_dataset(samples_dir, "test", classifier.manifest.preprocessing)
     report, _ = evaluate_classifier(classifier, data)
     assert report["accuracy"] >= 0.9  # 32 cells of the held-out test split, 4 per class
@@ -54,3 +57,33 @@ def test_shipped_checkpoint_reproduces_its_card():
     report = evaluate_checkpoint("cbam_cnn", SHARED_NPZ, "test")
     assert report["accuracy"] == pytest.approx(weights.card.metrics["test"]["accuracy"],
                                                abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["cbam_cnn_int8", "se_cnn_int8"])
+def test_shipped_int8_tflite_is_full_integer(name):
+    """The Edge TPU compiler's prerequisite: every operator int8, int8 input and output."""
+    from edgehemo.export.tflite import operator_summary
+    from edgehemo.models import resolve_artifact
+
+    artifact = resolve_artifact(name, formats=("tflite",))
+    operators, float_ops = operator_summary(artifact.path)
+    assert "CONV_2D" in operators and float_ops == []
+    assert artifact.manifest.input.dtype == "int8" and artifact.manifest.output.dtype == "int8"
+    assert all(isinstance(d, int) for d in artifact.manifest.input.shape)
+
+
+def test_edgetpu_backend_refuses_uncompiled_and_explains_missing_runtime(tmp_path):
+    import shutil
+
+    from edgehemo.device.backends import BackendError
+    from edgehemo.manifest import manifest_path_for
+    from edgehemo.models import resolve_artifact
+
+    artifact = resolve_artifact("cbam_cnn_int8", formats=("tflite",))
+    with pytest.raises(BackendError, match=r"not compiled for the Edge TPU.*edgetpu_compiler"):
+        Classifier.load(artifact.path, backend="edgetpu")
+    compiled = tmp_path / "cbam_cnn_int8_edgetpu.tflite"
+    shutil.copy(artifact.path, compiled)
+    shutil.copy(manifest_path_for(artifact.path), manifest_path_for(compiled))
+    with pytest.raises(BackendError, match=r"libedgetpu\.so\.1.*--backend tflite / cpu"):
+        Classifier.load(compiled, backend="edgetpu")
