@@ -76,6 +76,9 @@ def main() -> None:
     )
     target = shipped_weights_dir() / f"{args.name}.pt"
     shutil.copyfile(chosen["checkpoint"], target)
+    curves = Path(chosen["run"]) / "curves.png"
+    if curves.is_file():
+        shutil.copyfile(curves, Path("docs/img") / f"curves_{args.name}.png")
     write_card(card, target.with_suffix(".json"))
     print(f"shipped {target} ({target.stat().st_size / 1e6:.2f} MB)")
 
