@@ -27,6 +27,7 @@ from edgehemo.models import list_artifacts, list_shipped, resolve_weights
 logger = logging.getLogger(__name__)
 
 Runner = Callable[[np.ndarray], object]
+BACKEND_FOR_FORMAT = {".onnx": "cpu", ".tflite": "tflite"}
 
 
 @dataclass
@@ -106,8 +107,9 @@ def benchmark(
         rows.append(row)
         factories.append((row, make))
     for path in paths:
+        backend = BACKEND_FOR_FORMAT[path.suffix]
         try:
-            classifier = Classifier.load(path, settings={"threads": threads[0]})
+            classifier = Classifier.load(path, backend=backend, settings={"threads": threads[0]})
         except EdgehemoError as error:
             rows.append(BenchmarkRow(path.suffix[1:], path.stem, status=f"failed: {error}"))
             continue
@@ -119,8 +121,8 @@ def benchmark(
             dataset = load_dataset(data, split, manifest.preprocessing)
             row.accuracy = evaluate_classifier(classifier, dataset)[0]["accuracy"]
         rows.append(row)
-        factories.append((row, lambda t, p=path: Classifier.load(
-            p, settings={"threads": t}).backend.run))
+        factories.append((row, lambda t, p=path, b=backend: Classifier.load(
+            p, backend=b, settings={"threads": t}).backend.run))
     rng = np.random.default_rng(0)
     for thread_count in threads:
         runners = [(row, make(thread_count)) for row, make in factories]

@@ -89,3 +89,25 @@ def test_edgetpu_backend_refuses_uncompiled_and_explains_missing_runtime(tmp_pat
     shutil.copy(manifest_path_for(artifact.path), manifest_path_for(compiled))
     with pytest.raises(BackendError, match=r"libedgetpu\.so\.1.*--backend tflite / cpu"):
         Classifier.load(compiled, backend="edgetpu")
+
+
+def test_benchmark_measures_every_format_and_gates_on_accuracy(samples_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from edgehemo.export.benchmark import benchmark, to_markdown
+
+    rows = benchmark("cbam_cnn", data=samples_dir, repeats=3, batch_sizes=[1, 4])
+    formats = {row.format for row in rows}
+    assert formats == {"torch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"}
+    assert all(row.status == "passed" for row in rows)
+    assert all(row.accuracy >= 0.9 for row in rows if row.format != "torch")
+    assert all(row.ms_per_image["1x1"] > 0 and row.speedup["1x4"] > 0 for row in rows)
+    assert rows[0].speedup["1x1"] == 1.0 and "| tflite-int8 |" in to_markdown(rows)
+    command = [sys.executable, "-m", "edgehemo.cli", "benchmark", "se_cnn", "--data",
+               str(samples_dir), "--repeats", "2", "--json", str(tmp_path / "b.json")]
+    assert subprocess.run([*command, "--min-accuracy", "0.5"], capture_output=True).returncode == 0
+    assert len(json.loads((tmp_path / "b.json").read_text())) == 5
+    gated = subprocess.run([*command, "--min-accuracy", "1.01"], capture_output=True, text=True)
+    assert gated.returncode == 1 and "below 1.01" in gated.stderr
