@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -361,8 +360,6 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     )
     write_card(card, out / "best.json")
     _plot_curves(out, history)
-    if os.environ.get("EDGEHEMO_KEEP_LAST", "1") == "0":
-        last_path.unlink(missing_ok=True)
     return TrainResult(checkpoint, card, history)
 
 
