@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from edgehemo.device.backends.base import Backend, BackendError, backend_class
 from edgehemo.errors import CheckpointError
@@ -51,8 +52,11 @@ class Classifier:
         verify_artifact(artifact.path, artifact.manifest)
         try:
             backend_settings = backend_type.settings_class(**(settings or {}))
-        except ValueError as error:
-            raise BackendError(f"invalid settings for backend {backend!r}: {error}") from error
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+            )
+            raise BackendError(f"invalid settings for backend {backend!r}: {problems}") from error
         runner = backend_type(artifact.path, artifact.manifest, backend_settings)
         classifier = cls(artifact, runner)
         classifier._check_input_spec()

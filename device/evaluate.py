@@ -31,11 +31,11 @@ def evaluate_artifact(
     split: str = "test",
     *,
     backend: str = "cpu",
-    threads: int = 0,
+    settings: dict[str, Any] | None = None,
     models_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Full metrics of an exported model on one split, through the chosen backend."""
-    classifier = Classifier.load(name_or_path, backend=backend, settings={"threads": threads},
+    classifier = Classifier.load(name_or_path, backend=backend, settings=settings,
                                  models_dir=models_dir)
     dataset = load_dataset(data, split, classifier.manifest.preprocessing)
     report, _ = evaluate_classifier(classifier, dataset)

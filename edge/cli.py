@@ -29,6 +29,24 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _backend_settings(threads: int, options: list[str] | None) -> dict[str, object]:
+    """--threads plus repeated --backend-option KEY=VALUE, validated later by the backend."""
+    settings: dict[str, object] = {"threads": threads}
+    for option in options or []:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--backend-option expects KEY=VALUE, got {option!r}")
+        settings[key.strip().replace("-", "_")] = value.strip()
+    return settings
+
+
+BackendOptions = Annotated[
+    list[str] | None,
+    typer.Option("--backend-option", help="Backend setting KEY=VALUE, e.g. device=usb:1 "
+                 "(edgetpu) or engine_cache=/path (gpu); repeatable."),
+]
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"edgehemo {__version__}")
@@ -131,8 +149,11 @@ def evaluate(
     write_card: Annotated[
         bool, typer.Option(help="Record the metrics in the checkpoint's model card.")
     ] = False,
-    backend: Annotated[str, typer.Option(help="Backend for exported models (cpu).")] = "cpu",
+    backend: Annotated[
+        str, typer.Option(help="Backend for exported models: cpu, tflite, edgetpu, gpu.")
+    ] = "cpu",
     threads: Annotated[int, typer.Option(help="Runtime threads (0: runtime's default).")] = 0,
+    backend_option: BackendOptions = None,
 ) -> None:
     """Accuracy, F1, per-class precision/recall/sensitivity/specificity, confusion matrix.
 
@@ -146,7 +167,8 @@ def evaluate(
 
         if write_card:
             raise ValueError("--write-card applies to torch checkpoints, not exported models")
-        report = evaluate_artifact(model, data, split, backend=backend, threads=threads)
+        report = evaluate_artifact(model, data, split, backend=backend,
+                                   settings=_backend_settings(threads, backend_option))
         if confusion_png is not None:
             plot_confusion_matrix(report, confusion_png, title=f"{model} on {split}")
     else:
@@ -209,8 +231,11 @@ def export(
 def classify(
     paths: Annotated[list[Path], typer.Argument(help="Images or folders (walked recursively).")],
     model: Annotated[str, typer.Option(help="Exported model name or file.")] = "cbam_cnn_int8",
-    backend: Annotated[str, typer.Option(help="Inference backend (cpu).")] = "cpu",
+    backend: Annotated[
+        str, typer.Option(help="Inference backend: cpu, tflite, edgetpu, gpu.")
+    ] = "cpu",
     threads: Annotated[int, typer.Option(help="Runtime threads (0: runtime's default).")] = 0,
+    backend_option: BackendOptions = None,
     top_k: Annotated[int, typer.Option(help="How many classes to list per image.")] = 3,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
@@ -222,7 +247,8 @@ def classify(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
-    classifier = Classifier.load(model, backend=backend, settings={"threads": threads})
+    classifier = Classifier.load(model, backend=backend,
+                                 settings=_backend_settings(threads, backend_option))
     result = classify_paths(classifier, paths, top_k=top_k)
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {path}: {reason}")

@@ -38,7 +38,7 @@ def test_shipped_artifacts_classify_the_bundled_cells(name, backend, samples_dir
 @requires_shared_npz
 @pytest.mark.parametrize("name", ["cbam_cnn_int8", "cbam_cnn_fp32"])
 def test_device_path_reproduces_the_manifest_accuracy(name):
-    report = evaluate_artifact(name, SHARED_NPZ, "test", threads=2)
+    report = evaluate_artifact(name, SHARED_NPZ, "test", settings={"threads": 2})
     recorded = Classifier.load(name).manifest.metrics["test"]["accuracy"]
     assert report["accuracy"] == pytest.approx(recorded, abs=2e-4)
 
@@ -111,3 +111,13 @@ def test_benchmark_measures_every_format_and_gates_on_accuracy(samples_dir, tmp_
     assert len(json.loads((tmp_path / "b.json").read_text())) == 5
     gated = subprocess.run([*command, "--min-accuracy", "1.01"], capture_output=True, text=True)
     assert gated.returncode == 1 and "below 1.01" in gated.stderr
+
+
+def test_backend_settings_are_validated():
+    from edgehemo.device.backends import BackendError
+
+    expected = "invalid settings for backend 'cpu': thread: Extra inputs are not permitted"
+    with pytest.raises(BackendError, match=expected):
+        Classifier.load("cbam_cnn_int8", settings={"thread": 2})
+    with pytest.raises(BackendError, match="device must be usb, usb:N, pci or pci:N"):
+        Classifier.load("cbam_cnn_int8", backend="edgetpu", settings={"device": "usb0"})
