@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class TrainConfig:
     bf16: bool = False
     resume: bool = False
     name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_recipe(cls, model: str, data: Path, out: Path, *, recipe_name: str = "edgehemo",
@@ -82,7 +81,7 @@ class TrainConfig:
         return cls(model=model, data=Path(data), out=Path(out), recipe=recipe_name, **values)
 
     def hyperparameters(self) -> dict[str, Any]:
-        skip = {"model", "data", "out", "resume", "name", "extra", "threads", "limit"}
+        skip = {"model", "data", "out", "resume", "name", "threads", "limit"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
