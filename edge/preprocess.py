@@ -44,7 +44,8 @@ class PreprocessSpec(BaseModel):
     layout: Literal["NCHW"] = Field("NCHW", description="Tensor layout of the model input.")
 
 
-def _cv2():
+def opencv():  # noqa: ANN201 - the cv2 module
+    """The cv2 module, or an ImportError that says which extra installs it."""
     try:
         import cv2
     except ImportError as error:  # pragma: no cover - depends on the install
@@ -56,7 +57,7 @@ def _cv2():
 
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as an RGB uint8 array (H, W, 3); raise ImageReadError otherwise."""
-    cv2 = _cv2()
+    cv2 = opencv()
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
@@ -83,7 +84,7 @@ def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     square = image[top : top + side, left : left + side]
     if side == spec.input_size:
         return np.ascontiguousarray(square)
-    cv2 = _cv2()
+    cv2 = opencv()
     size = (spec.input_size, spec.input_size)
     return cv2.resize(square, size, interpolation=cv2.INTER_AREA)
 

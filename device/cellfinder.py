@@ -1,0 +1,150 @@
+"""Find white blood cells in a whole microscope frame and frame them like the training crops.
+
+Stained nuclei of white cells are the most blue-violet thing on a smear: red cells and plasma are
+pink or pale, so `blue - green` separates them. This is the colour idea of the LAB/a* segmentation
+in "Deep Learning with Self-Attention and Enhanced Preprocessing" (threshold a stain channel, close,
+fill, keep connected components) made cheap for a Raspberry Pi: one fixed threshold instead of
+k-means, computed on a mask downscaled 4x. Thresholds were tuned on the BCCD trainval list
+(`bench/bench_cellfinder.py`) and reported on its test list.
+
+Two boxes come out for each cell:
+- `box`: an estimate of the whole cell (nucleus box grown by `box_scale`), what detection metrics
+  compare with annotated cell boxes;
+- `crop`: the square window handed to the classifier, `crop_scale` times the nucleus extent, which
+  reproduces the framing of the PBC training images (a 200-pixel window around a nucleus that
+  spans ~128 pixels, measured by the same finder on the PBC training images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgehemo.preprocess import opencv
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, x1/y1 exclusive
+
+
+class CellFinderSettings(BaseModel):
+    """Thresholds of the cell finder; the defaults come from the BCCD trainval tuning."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    downscale: int = Field(4, ge=1, le=16, description="Mask resolution divisor.")
+    stain_threshold: int = Field(
+        60, ge=0, le=255, description="Minimum blue-minus-green of a nucleus pixel."
+    )
+    close_px: int = Field(
+        9, ge=0, description="Closing kernel at mask resolution; joins nucleus lobes."
+    )
+    min_area_px: int = Field(
+        3000, ge=0, description="Smallest nucleus area in frame pixels; drops platelets."
+    )
+    max_area_fraction: float = Field(
+        0.5, gt=0, le=1, description="Largest nucleus area as a fraction of the frame."
+    )
+    box_scale: float = Field(1.3, gt=0, description="Cell box side / nucleus box side.")
+    crop_scale: float = Field(1.55, gt=0, description="Classifier window / nucleus extent.")
+    drop_edge_cells: bool = Field(
+        False, description="Ignore nuclei that touch the frame border (cut-off cells)."
+    )
+
+
+@dataclass(frozen=True)
+class FoundCell:
+    """One white cell in a frame: its estimated box, its classifier window and nucleus area."""
+
+    box: Box
+    crop: Box
+    nucleus_area: int
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.crop[0] + self.crop[2]) / 2, (self.crop[1] + self.crop[3]) / 2)
+
+
+class CellFinder:
+    """Stateless per frame: `find(frame_bgr)` returns the white cells it sees."""
+
+    def __init__(self, settings: CellFinderSettings | None = None) -> None:
+        self.settings = settings or CellFinderSettings()
+        cv2 = opencv()
+        size = self.settings.close_px
+        self._kernel = (
+            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)) if size > 1 else None
+        )
+
+    def mask(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """The nucleus mask (uint8 0/1) at 1/downscale of the frame's resolution."""
+        cv2 = opencv()
+        if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+            raise ValueError(
+                f"expected a BGR uint8 frame (H, W, 3), got {frame_bgr.dtype} {frame_bgr.shape}"
+            )
+        step = self.settings.downscale
+        height, width = frame_bgr.shape[:2]
+        small = (
+            cv2.resize(frame_bgr, (max(1, width // step), max(1, height // step)),
+                       interpolation=cv2.INTER_AREA)
+            if step > 1 else frame_bgr
+        )
+        blue, green = small[..., 0], small[..., 1]
+        # saturating uint8 subtraction: green > blue gives 0, never wraps
+        stain = cv2.subtract(blue, green)
+        _, mask = cv2.threshold(stain, self.settings.stain_threshold, 1, cv2.THRESH_BINARY)
+        if self._kernel is not None:
+            mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._kernel)
+        return mask
+
+    def find(self, frame_bgr: np.ndarray) -> list[FoundCell]:
+        cv2 = opencv()
+        settings = self.settings
+        step = settings.downscale
+        mask = self.mask(frame_bgr)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        height, width = frame_bgr.shape[:2]
+        max_area = settings.max_area_fraction * height * width
+        cells = []
+        for index in range(1, count):
+            x, y, w, h, area = (int(v) for v in stats[index])
+            area_px = area * step * step
+            if area_px < settings.min_area_px or area_px > max_area:
+                continue
+            if settings.drop_edge_cells and (
+                x == 0 or y == 0 or x + w >= mask.shape[1] or y + h >= mask.shape[0]
+            ):
+                continue
+            cx, cy = (x + w / 2) * step, (y + h / 2) * step
+            half_w, half_h = w * step * settings.box_scale / 2, h * step * settings.box_scale / 2
+            box = _clip((cx - half_w, cy - half_h, cx + half_w, cy + half_h), width, height)
+            half = max(w, h) * step * settings.crop_scale / 2
+            crop = (round(cx - half), round(cy - half), round(cx + half), round(cy + half))
+            cells.append(FoundCell(box=box, crop=crop, nucleus_area=area_px))
+        return cells
+
+
+def _clip(box: tuple[float, float, float, float], width: int, height: int) -> Box:
+    x0, y0, x1, y1 = box
+    return (max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1)))
+
+
+def cut_crops(frame_bgr: np.ndarray, cells: list[FoundCell], input_size: int) -> np.ndarray:
+    """The classifier windows as framed RGB uint8 images (N, S, S, 3).
+
+    The same area resize as `edgehemo.preprocess.crop_and_resize`; a window that reaches past
+    the frame border is padded by replicating the edge, so the cell stays centred.
+    """
+    cv2 = opencv()
+    out = np.empty((len(cells), input_size, input_size, 3), dtype=np.uint8)
+    height, width = frame_bgr.shape[:2]
+    for index, cell in enumerate(cells):
+        x0, y0, x1, y1 = cell.crop
+        inner = frame_bgr[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
+        pads = (max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width))
+        if any(pads):
+            inner = cv2.copyMakeBorder(inner, *pads, cv2.BORDER_REPLICATE)
+        resized = cv2.resize(inner, (input_size, input_size), interpolation=cv2.INTER_AREA)
+        out[index] = resized[..., ::-1]  # BGR -> RGB; commutes with the resize
+    return out
