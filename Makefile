@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SAMPLES := edge/samples/pbc
+CLIP := edge/samples/clip/bccd_demo.avi
+DEMO_STATE := demo-results
 
 .PHONY: demo test lint clean tflite-env
 
@@ -14,10 +16,11 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[$*]'
 	touch $@
 
-## Main job on a bundled default: the shipped int8 CBAM-CNN classifies the bundled sample cells
-## through the device runtime (onnxruntime, no torch), then scores itself against their labels.
+## Main job on a bundled default: the capture daemon runs the shipped int8 CBAM-CNN (onnxruntime,
+## no torch) over the bundled smear clip and prints the session's differential count; then the same
+## model scores itself on the bundled labelled PBC cells.
 demo: $(VENV)/.installed-device,onnx
-	$(BIN)/edgehemo classify $(SAMPLES) --model cbam_cnn_int8
+	$(BIN)/edgehemo capture --model cbam_cnn_int8 --source $(CLIP) --state-dir $(DEMO_STATE) --sample-id demo
 	$(BIN)/edgehemo evaluate --model cbam_cnn_int8 --data $(SAMPLES)
 
 ## Lint and run the test suite.

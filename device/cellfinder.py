@@ -130,21 +130,33 @@ def _clip(box: tuple[float, float, float, float], width: int, height: int) -> Bo
     return (max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1)))
 
 
-def cut_crops(frame_bgr: np.ndarray, cells: list[FoundCell], input_size: int) -> np.ndarray:
-    """The classifier windows as framed RGB uint8 images (N, S, S, 3).
+def window(frame_bgr: np.ndarray, box: Box) -> np.ndarray:
+    """The frame inside `box`; parts past the frame border are filled by replicating the edge,
+    so a cell near the border stays centred."""
+    cv2 = opencv()
+    height, width = frame_bgr.shape[:2]
+    x0, y0, x1, y1 = box
+    inner = frame_bgr[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
+    pads = (max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width))
+    if any(pads):
+        inner = cv2.copyMakeBorder(inner, *pads, cv2.BORDER_REPLICATE)
+    return inner
 
-    The same area resize as `edgehemo.preprocess.crop_and_resize`; a window that reaches past
-    the frame border is padded by replicating the edge, so the cell stays centred.
-    """
+
+def grow(box: Box, factor: float) -> Box:
+    """`box` scaled about its centre."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half_w, half_h = (box[2] - box[0]) * factor / 2, (box[3] - box[1]) * factor / 2
+    return (round(cx - half_w), round(cy - half_h), round(cx + half_w), round(cy + half_h))
+
+
+def cut_crops(frame_bgr: np.ndarray, cells: list[FoundCell], input_size: int) -> np.ndarray:
+    """The classifier windows as framed RGB uint8 images (N, S, S, 3), resized with area
+    averaging like `edgehemo.preprocess.crop_and_resize`."""
     cv2 = opencv()
     out = np.empty((len(cells), input_size, input_size, 3), dtype=np.uint8)
-    height, width = frame_bgr.shape[:2]
     for index, cell in enumerate(cells):
-        x0, y0, x1, y1 = cell.crop
-        inner = frame_bgr[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
-        pads = (max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width))
-        if any(pads):
-            inner = cv2.copyMakeBorder(inner, *pads, cv2.BORDER_REPLICATE)
-        resized = cv2.resize(inner, (input_size, input_size), interpolation=cv2.INTER_AREA)
+        resized = cv2.resize(window(frame_bgr, cell.crop), (input_size, input_size),
+                             interpolation=cv2.INTER_AREA)
         out[index] = resized[..., ::-1]  # BGR -> RGB; commutes with the resize
     return out

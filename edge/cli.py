@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from edgehemo import __version__
+from edgehemo.cli_capture import capture, results, service_app, status
 from edgehemo.errors import EdgehemoError
 
 app = typer.Typer(
@@ -309,15 +310,15 @@ def benchmark(
 
 @app.command()
 def doctor(
-    state_dir: Annotated[Path, typer.Option(help="Where results are stored.")] = Path(
-        "/var/lib/edgehemo"
-    ),
+    state_dir: Annotated[Path | None, typer.Option(help="Where results are stored.")] = None,
 ) -> None:
     """Check this machine: runtimes, accelerators, cameras, disk, model integrity."""
     from rich.markup import escape
 
+    from edgehemo.device.config import default_state_dir
     from edgehemo.device.doctor import run_checks
 
+    state_dir = state_dir or default_state_dir()
     failed_required = False
     out = Console(soft_wrap=True)
     for check in run_checks(state_dir):
@@ -377,6 +378,12 @@ def models(
         arch.add_row(row["name"], row["family"], f"{row['input_size']}px",
                      f"{row['num_params'] / 1e6:.2f}M", row["paper"])
     out.print(arch)
+
+
+app.command()(capture)
+app.command()(results)
+app.command()(status)
+app.add_typer(service_app, name="service")
 
 
 def main() -> None:

@@ -1,0 +1,95 @@
+"""One frame through the stages, without I/O: quality gate -> cell finder -> tracker -> crops ->
+classifier -> session. The daemon adds the source, storage and service duties around it; the
+benchmark times it as it is.
+
+The tracker runs before the classifier so that a cell seen in many frames of a still field is
+classified once, when it first appears.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgehemo.device.cellfinder import CellFinder, FoundCell, cut_crops
+from edgehemo.device.quality import QualityGate, QualityResult
+from edgehemo.device.session import SlideSession
+from edgehemo.device.tracking import CellTracker, TrackResult
+
+STAGES = ("quality", "find", "track", "classify", "count")
+
+
+@dataclass(frozen=True)
+class ClassifiedCell:
+    cell: FoundCell
+    class_index: int
+    class_name: str
+    confidence: float
+    probabilities: np.ndarray
+    latency_ms: float
+    flags: tuple[str, ...]
+
+
+@dataclass
+class FrameOutcome:
+    quality: QualityResult
+    found: list[FoundCell] = field(default_factory=list)
+    new_cells: list[ClassifiedCell] = field(default_factory=list)
+    track: TrackResult | None = None
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+
+Predict = Callable[[np.ndarray], np.ndarray]  # framed RGB uint8 (N,S,S,3) -> probabilities
+
+
+class FramePipeline:
+    def __init__(self, predict: Predict, classes: tuple[str, ...], input_size: int,
+                 session: SlideSession, *, quality: QualityGate | None = None,
+                 finder: CellFinder | None = None, tracker: CellTracker | None = None) -> None:
+        self.predict = predict
+        self.classes = classes
+        self.input_size = input_size
+        self.session = session
+        self.quality = quality or QualityGate()
+        self.finder = finder or CellFinder()
+        self.tracker = tracker or CellTracker()
+
+    def process(self, frame_bgr: np.ndarray) -> FrameOutcome:
+        clock = time.perf_counter
+        t0 = clock()
+        quality = self.quality.assess(frame_bgr)
+        t1 = clock()
+        outcome = FrameOutcome(quality)
+        if not quality.ok:
+            outcome.stage_ms["quality"] = (t1 - t0) * 1000
+            return outcome
+        found = self.finder.find(frame_bgr)
+        t2 = clock()
+        track = self.tracker.update(frame_bgr, found)
+        fresh = [cell for cell, new in zip(found, track.new, strict=True) if new]
+        t3 = clock()
+        probabilities = (
+            self.predict(cut_crops(frame_bgr, fresh, self.input_size)) if fresh
+            else np.zeros((0, len(self.classes)), dtype=np.float32)
+        )
+        t4 = clock()
+        per_cell_ms = (t4 - t3) * 1000 / max(1, len(fresh))
+        for cell, probs in zip(fresh, probabilities, strict=True):
+            index = int(np.argmax(probs))
+            name = self.classes[index]
+            confidence = float(probs[index])
+            flags = self.session.add(name, confidence)
+            outcome.new_cells.append(
+                ClassifiedCell(cell, index, name, confidence, probs, per_cell_ms, flags)
+            )
+        t5 = clock()
+        outcome.found = found
+        outcome.track = track
+        outcome.stage_ms = {
+            "quality": (t1 - t0) * 1000, "find": (t2 - t1) * 1000, "track": (t3 - t2) * 1000,
+            "classify": (t4 - t3) * 1000, "count": (t5 - t4) * 1000,
+        }
+        return outcome

@@ -1,0 +1,99 @@
+"""Sessions out of the results database as plain data: JSON, CSV and the differential table.
+
+JSON layout: {"sessions": [{..session fields.., "counts": {class: n}, "cells": [{"class",
+"confidence", "bbox": [x0, y0, x1, y1], "frame", ...}]}]}.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from edgehemo.classes import attention_reason, is_white_cell
+from edgehemo.store import ResultStore
+
+CSV_COLUMNS = ("session", "sample_id", "cell_id", "frame", "class", "confidence",
+               "x0", "y0", "x1", "y1", "flags", "crop", "model", "backend", "latency_ms")
+
+
+def session_results(store: ResultStore, key: str | int | None = None, *,
+                    with_cells: bool = True) -> dict[str, Any]:
+    session = store.session(key)
+    classes = session["classes"]
+    counts = store.counts(session["id"])
+    counts = {name: counts.get(name, 0) for name in classes} | {
+        name: n for name, n in counts.items() if name not in classes
+    }
+    white = sum(n for name, n in counts.items() if is_white_cell(name))
+    out = {key: session[key] for key in (
+        "uid", "id", "sample_id", "operator", "notes", "started_at", "ended_at", "status",
+        "end_reason", "source", "model", "model_sha256", "backend", "target_count")}
+    out["classes"] = classes
+    out["frames"] = store.frame_summary(session["id"])
+    out["counts"] = counts
+    out["white_cells"] = white
+    out["percentages"] = {name: round(100.0 * n / white, 2) if white else 0.0
+                          for name, n in counts.items()}
+    out["attention"] = {name: n for name, n in counts.items() if n and attention_reason(name)}
+    if with_cells:
+        cells = []
+        for cell in store.cells(session["id"]):
+            cells.append({
+                "id": cell["id"],
+                "class": cell["class"],
+                "confidence": cell["confidence"],
+                "bbox": cell["bbox"],
+                "frame": cell["frame"],
+                "probabilities": dict(zip(classes, cell["probabilities"], strict=False)),
+                "flags": cell["flags"],
+                "crop": cell["crop_path"],
+                "model": cell["model"],
+                "backend": cell["backend"],
+                "latency_ms": cell["latency_ms"],
+            })
+        out["cells"] = cells
+    return out
+
+
+def all_results(store: ResultStore, key: str | int | None = None, *,
+                every_session: bool = False) -> dict[str, Any]:
+    keys = [s["id"] for s in store.sessions()] if every_session else [key]
+    return {"sessions": [session_results(store, k) for k in keys]}
+
+
+def to_csv(results: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for session in results["sessions"]:
+        for cell in session["cells"]:
+            writer.writerow([
+                session["uid"], session["sample_id"] or "", cell["id"], cell["frame"],
+                cell["class"], f"{cell['confidence']:.4f}", *cell["bbox"],
+                ";".join(cell["flags"]), cell["crop"] or "", cell["model"], cell["backend"],
+                cell["latency_ms"],
+            ])
+    return buffer.getvalue()
+
+
+def differential_lines(session: dict[str, Any]) -> list[str]:
+    """The count as a person reads it: one line per class, white cells first."""
+    counts, white = session["counts"], session["white_cells"]
+    lines = [f"session {session['uid']}  sample {session['sample_id'] or '-'}  "
+             f"model {session['model']} ({session['backend']})  status {session['status']}"]
+    frames = session["frames"]
+    rejected = ", ".join(f"{n} {why}" for why, n in sorted(frames["rejected"].items())) or "none"
+    lines.append(f"frames kept {frames['kept']}, rejected: {rejected}")
+    lines.append(f"{'class':<24}{'count':>7}{'%':>8}")
+    for name, n in counts.items():
+        unit = "%" if is_white_cell(name) else "/100 WBC"
+        pct = 100.0 * n / white if white else 0.0
+        flag = "  <- look" if n and attention_reason(name) else ""
+        lines.append(f"{name:<24}{n:>7}{pct:>7.1f} {unit}{flag}")
+    lines.append(f"{'white cells':<24}{white:>7}")
+    low = sum(1 for c in session.get("cells", []) if "low_confidence" in c["flags"])
+    if low:
+        lines.append(f"{low} low-confidence cell(s) to review")
+    lines.append("Screening aid only: a qualified person must confirm these results.")
+    return lines
