@@ -49,6 +49,7 @@ class StorageSettings(BaseModel):
     resume_mb: float = Field(300.0, ge=0, description="Resume crop images above this.")
     crop_jpeg_quality: int = Field(90, ge=10, le=100)
     crop_max_side: int = Field(256, ge=32, description="Saved crops are at most this wide.")
+    disk_check_s: float = Field(1.0, ge=0, description="Seconds between free-space checks.")
 
 
 class CaptureConfig(BaseModel):

@@ -158,6 +158,7 @@ class CaptureDaemon:
                 "cells and needs a model that takes cell crops (e.g. cbam_cnn_int8)"
             )
         store = ResultStore.in_dir(self.state_dir)
+        _remove_partial_files(self.state_dir / "crops")
         interrupted = store.mark_interrupted()
         if interrupted:
             logger.warning("%d session(s) left running by a stopped process marked interrupted",
@@ -197,9 +198,10 @@ class CaptureDaemon:
         c = self.config.capture
         notifier = SystemdNotifier()
         keeper = _SourceKeeper(source)
-        guard = DiskGuard(self.state_dir, reserve_mb=self.config.storage.reserve_mb,
-                          resume_mb=max(self.config.storage.resume_mb,
-                                        self.config.storage.reserve_mb))
+        storage = self.config.storage
+        guard = DiskGuard(self.state_dir, reserve_mb=storage.reserve_mb,
+                          resume_mb=max(storage.resume_mb, storage.reserve_mb),
+                          check_every_s=storage.disk_check_s)
         crop_dir = self.state_dir / "crops" / summary.session_uid
         model_fields = {"model": classifier.manifest.name,
                         "model_sha256": classifier.manifest.sha256, "backend": c.backend}
@@ -332,3 +334,10 @@ def _encode_jpeg(image_bgr: np.ndarray, max_side: int, quality: int) -> bytes:
     if not ok:
         raise RuntimeError("OpenCV could not encode a crop as JPEG")
     return data.tobytes()
+
+
+def _remove_partial_files(crops: Path) -> None:
+    """Temporary files a kill left behind mid-write: never results, safe to delete."""
+    if crops.is_dir():
+        for leftover in crops.glob("*/.*.tmp"):
+            leftover.unlink(missing_ok=True)

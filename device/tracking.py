@@ -4,7 +4,9 @@ A still field is seen in many consecutive frames. The tracker estimates how the 
 since the last kept frame (phase correlation on a small grey copy), moves its tracks by that shift
 and matches new detections to them by distance: a match is a cell already counted. When the shift
 cannot be trusted (the stage moved by more than `max_shift_fraction` of the frame, or the
-correlation peak is weak) every track is dropped and all cells in view are new.
+correlation peak is weak) every track is dropped and all cells in view are new. On the bundled clip
+the peak is 0.93-0.97 for a drifting still field, 0.8-0.9 for a 20-80 pixel pan and 0.01-0.15
+between different fields.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class TrackerSettings(BaseModel):
         0.35, gt=0, le=1, description="Larger field shifts count as a new field (reset)."
     )
     min_response: float = Field(
-        0.05, ge=0, le=1, description="Weaker phase-correlation peaks count as a new field."
+        0.3, ge=0, le=1, description="Weaker phase-correlation peaks count as a new field."
     )
     moved_px: float = Field(4.0, ge=0, description="Shift reported as stage movement.")
 

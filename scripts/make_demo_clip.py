@@ -4,7 +4,7 @@ Each chosen field is held for several frames with a slow drift of a few pixels (
 under a live camera), and the stage moves between fields through blurred frames (which the
 quality gate rejects). Deterministic: the same inputs give the same clip.
 
-    python scripts/make_demo_clip.py --bccd ../shared/data/bccd --out edge/samples/clip/bccd_demo.avi
+    python scripts/make_demo_clip.py --bccd ../shared/data/bccd
 """
 
 from __future__ import annotations

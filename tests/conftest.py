@@ -43,3 +43,57 @@ def tiny_npz(tmp_path_factory, sample_set) -> Path:
         arrays[f"{split}_labels"] = labels
     np.savez(path, class_names=np.array(sample_set.classes), **arrays)
     return path
+
+
+CLIP = REPO / "edge" / "samples" / "clip" / "bccd_demo.avi"
+SHARED_BCCD = SHARED_DATA / "bccd"
+
+requires_shared_bccd = pytest.mark.skipif(
+    not (SHARED_BCCD / "boxes.csv").is_file(),
+    reason=f"the BCCD full-field frames ({SHARED_BCCD}) are not on this machine",
+)
+
+# The annotated white-cell boxes (BCCD, MIT) of the six fields in the bundled clip, in clip order;
+# each field is held for 6 frames after 2 motion frames (none before the first).
+CLIP_FIELDS = (
+    [(23, 229, 204, 421), (239, 253, 510, 470)],
+    [(127, 143, 270, 273), (287, 364, 437, 480)],
+    [(211, 4, 338, 132)],
+    [(9, 1, 137, 103)],
+    [(1, 264, 161, 414)],
+    [(300, 353, 459, 480)],
+)
+
+
+@pytest.fixture(scope="session")
+def clip_path() -> Path:
+    return CLIP
+
+
+@pytest.fixture(scope="session")
+def clip_frames() -> list[np.ndarray]:
+    """The bundled clip decoded (BGR frames, 640x480)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(CLIP))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def field_frame(clip_frames, field: int) -> np.ndarray:
+    """The first (undrifted) frame of a field of the clip."""
+    return clip_frames[0 if field == 0 else field * 8]
+
+
+def box_iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0

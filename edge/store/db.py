@@ -112,11 +112,12 @@ class ResultStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite already rolled back on e.g. SQLITE_FULL
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
-        except sqlite3.OperationalError as error:
+        except sqlite3.Error as error:
             if "full" in str(error):
                 raise StorageError(
                     f"{self.path}: the disk is full; results cannot be saved ({error})"

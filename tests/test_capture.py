@@ -1,0 +1,285 @@
+"""The capture daemon end to end with the shipped int8 model on onnxruntime: the bundled clip,
+folders, a failing source, a full disk, signals, sd_notify and the CLI around it."""
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import field_frame
+
+from edgehemo.device.config import CaptureConfig
+from edgehemo.device.daemon import CaptureDaemon
+from edgehemo.device.sources import SourceError, SourceUnavailableError, open_source
+from edgehemo.device.status import read_status
+from edgehemo.store import ResultStore
+
+EDGEHEMO = [sys.executable, "-m", "edgehemo.cli"]
+
+
+def run_cli(*args, check=True, env=None):
+    env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    result = subprocess.run([*EDGEHEMO, *map(str, args)], capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def config(**capture) -> CaptureConfig:
+    return CaptureConfig.model_validate({"capture": {"model": "cbam_cnn_int8", **capture}})
+
+
+def write_frames(folder: Path, frames, start=0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, frame in enumerate(frames, start=start):
+        cv2.imwrite(str(folder / f"frame{index:03d}.jpg"), frame)
+
+
+def test_capture_of_the_bundled_clip_counts_each_cell_once(tmp_path, clip_path):
+    state = tmp_path / "state"
+    out = run_cli("capture", "--model", "cbam_cnn_int8", "--source", clip_path, "--state-dir",
+                  state, "--sample-id", "S-1", "--json").stdout
+    session = json.loads(out)
+    assert session["status"] == "finished" and "end of video" in session["end_reason"]
+    assert session["frames"] == {"kept": 36, "rejected": {"out of focus": 10}}
+    assert sum(session["counts"].values()) == 8 == len(session["cells"])
+    for cell in session["cells"]:
+        assert set(cell) >= {"class", "confidence", "bbox", "frame"}
+        assert 0 < cell["confidence"] <= 1 and len(cell["bbox"]) == 4
+        image = cv2.imread(str(state / cell["crop"]))
+        assert image is not None and image.shape[0] == image.shape[1]
+    assert sorted({c["frame"] for c in session["cells"]}) == [1, 9, 17, 25, 33, 41]
+
+    exported = json.loads(run_cli("results", "--json", "--state-dir", state).stdout)
+    assert exported["sessions"][0]["counts"] == session["counts"]
+    rows = run_cli("results", "--csv", "--state-dir", state).stdout.strip().splitlines()
+    assert rows[0].startswith("session,sample_id,cell_id,frame,class") and len(rows) == 9
+    table = run_cli("results", "--state-dir", state).stdout
+    assert "white cells" in table and "qualified person must confirm" in table
+    status = run_cli("status", "--state-dir", state, check=False)
+    assert status.returncode == 3 and "not running" in status.stdout
+
+
+def test_folder_source_skips_what_is_not_an_image(tmp_path, clip_frames, caplog):
+    folder = tmp_path / "captures"
+    write_frames(folder, [field_frame(clip_frames, f) for f in (0, 2, 3)])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    with caplog.at_level(logging.WARNING):
+        summary = CaptureDaemon(config(source=str(folder)), tmp_path / "state").run()
+    assert summary.frames == 3 and summary.kept == 3
+    assert sum(n for _, n, _ in summary.differential) == 4
+    assert "notes.txt: not an image file" in caplog.text
+    assert "broken.jpg: not a readable image" in caplog.text
+
+
+def test_a_source_that_disappears_is_reopened_when_it_returns(tmp_path, clip_frames):
+    folder, away = tmp_path / "captures", tmp_path / "moved"
+    state = tmp_path / "state"
+    write_frames(folder, [field_frame(clip_frames, 0), field_frame(clip_frames, 2)])
+    seen = {}
+
+    def unplug_and_replug():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = read_status(state) or {}
+            if status.get("frames", 0) >= 2:
+                break
+            time.sleep(0.1)
+        folder.rename(away)
+        while time.monotonic() < deadline:
+            status = read_status(state) or {}
+            if status.get("camera_error"):
+                seen["offline"] = status
+                break
+            time.sleep(0.1)
+        away.rename(folder)
+        write_frames(folder, [field_frame(clip_frames, 3), field_frame(clip_frames, 4)], start=2)
+
+    helper = threading.Thread(target=unplug_and_replug)
+    helper.start()
+    summary = CaptureDaemon(config(source=str(folder), watch=True, max_frames=4), state).run()
+    helper.join()
+    assert summary.frames == 4 and summary.source_outages >= 1
+    assert "the image folder is gone" in seen["offline"]["camera_error"]
+    assert seen["offline"]["running"] is True and seen["offline"]["camera_online"] is False
+
+
+def test_disk_under_the_reserve_pauses_images_but_keeps_results(tmp_path, clip_path,
+                                                                 monkeypatch, caplog):
+    free = iter([0, 0, 0] + [10**12] * 100)
+    monkeypatch.setattr("edgehemo.store.diskguard.shutil.disk_usage",
+                        lambda _: shutil._ntuple_diskusage(1, 1, next(free)))
+    settings = config(source=str(clip_path))
+    settings.storage.disk_check_s = 0
+    with caplog.at_level(logging.WARNING):
+        summary = CaptureDaemon(settings, tmp_path).run()
+    # new cells appear in 6 fields: 2 + 2 + 1 while the disk is "full", then 1 + 1 + 1
+    assert summary.crops_not_saved == 5 and summary.crops_saved == 3
+    with ResultStore.in_dir(tmp_path) as store:
+        cells = store.cells(summary.session_id)
+    assert len(cells) == 8
+    assert [c["crop_path"] is None for c in cells] == [True] * 5 + [False] * 3
+    assert "crop images paused" in caplog.text and "crop images resumed" in caplog.text
+
+
+def _start_capture(state: Path, clip_path: Path, env=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*EDGEHEMO, "capture", "--model", "cbam_cnn_int8", "--source", str(clip_path), "--loop",
+         "--state-dir", str(state), "--set", "quality.min_focus=0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+    )
+
+
+def _wait_for_frames(state: Path, process: subprocess.Popen, frames: int = 1) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = read_status(state)
+        if status and status["pid"] == process.pid and status["frames"] >= frames:
+            return
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read().decode())
+        time.sleep(0.05)
+    raise AssertionError("the capture never reported a frame")
+
+
+def test_kill_9_at_random_moments_loses_no_committed_result(tmp_path, clip_path):
+    import random
+
+    state = tmp_path / "state"
+    rng = random.Random(7)
+    for _ in range(20):
+        process = _start_capture(state, clip_path)
+        _wait_for_frames(state, process)
+        time.sleep(rng.uniform(0.0, 0.4))
+        reader = ResultStore.in_dir(state)
+        committed = reader._db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+        frames = reader._db.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
+        reader.close()
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        with ResultStore.in_dir(state) as store:
+            assert store.integrity_check() == "ok"
+            assert store._db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] >= committed
+            assert store._db.execute("SELECT COUNT(*) FROM frames").fetchone()[0] >= frames
+            paths = [r[0] for r in store._db.execute("SELECT crop_path FROM cells")]
+        for path in paths:  # every crop a row names is complete
+            assert cv2.imread(str(state / path)) is not None, path
+    with ResultStore.in_dir(state) as store:
+        assert store.mark_interrupted() == 1  # the last one; the others were marked on restart
+        statuses = {s["status"] for s in store.sessions()}
+        assert statuses == {"interrupted"} and len(store.sessions()) == 20
+    # no crop image is half-written: anything named .jpg decodes
+    for image in (state / "crops").glob("*/*.jpg"):
+        assert cv2.imread(str(image)) is not None, image
+
+
+def test_sigterm_finishes_the_frame_and_sd_notify_sees_ready_watchdog_status(tmp_path,
+                                                                            clip_path):
+    sock_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))
+    listener.settimeout(30)
+    state = tmp_path / "state"
+    process = _start_capture(state, clip_path, env={"NOTIFY_SOCKET": str(sock_path),
+                                                    "WATCHDOG_USEC": "400000"})
+    messages = []
+    while not any("WATCHDOG=1" in m for m in messages) or not any(
+            m.startswith("STATUS=") and "fps" in m for m in messages):
+        messages.append(listener.recv(4096).decode())
+    assert messages[0].startswith("READY=1")
+    _wait_for_frames(state, process, frames=5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, process.stderr.read().decode()
+    listener.settimeout(1)
+    tail = []
+    try:
+        while True:
+            tail.append(listener.recv(4096).decode())
+    except TimeoutError:
+        pass
+    assert "STOPPING=1" in tail
+    with ResultStore.in_dir(state) as store:
+        session = store.session()
+    assert session["status"] == "finished" and session["end_reason"] == "stopped by SIGTERM"
+
+
+def test_target_count_stops_the_session(tmp_path, clip_path):
+    summary = CaptureDaemon(config(source=str(clip_path), target_count=2), tmp_path).run()
+    assert summary.end_reason == "counted 2 white cells"
+    assert summary.white_cells >= 2 and summary.frames < 46
+
+
+def test_bad_input_gets_one_clear_line(tmp_path, clip_path):
+    state = tmp_path / "state"
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[capture]\nmodel = "cbam_cnn_int8"\n[quality]\nmin_focs = 3\n')
+    result = run_cli("capture", "--config", broken, "--state-dir", state, check=False)
+    assert result.returncode == 2 and "line 4: quality.min_focs: unknown key" in result.stderr
+    corrupt = tmp_path / "models"
+    shutil.copytree(Path(__file__).parents[1] / "edge" / "weights", corrupt,
+                    ignore=shutil.ignore_patterns("*.pt", "*.tflite"))
+    (corrupt / "cbam_cnn_int8.onnx").write_bytes(b"garbage")
+    result = run_cli("capture", "--model", corrupt / "cbam_cnn_int8.onnx", "--source", clip_path,
+                     "--state-dir", state, check=False)
+    assert result.returncode == 2 and "truncated or replaced" in result.stderr
+    result = run_cli("capture", "--source", tmp_path / "nothing.avi", "--state-dir", state,
+                     check=False)
+    assert result.returncode == 2 and "neither an existing file or folder" in result.stderr
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    result = run_cli("capture", "--source", notes, "--state-dir", state, check=False)
+    assert result.returncode == 2 and "not a video file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cameras_that_are_absent_say_so(tmp_path):
+    usb = open_source("usb:57")
+    with pytest.raises(SourceUnavailableError, match="is the microscope camera plugged in"):
+        usb.open()
+    with pytest.raises(SourceError, match="usb:N"):
+        open_source("usb:first")
+    picamera = open_source("picamera")
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        with pytest.raises(SourceError, match="apt install python3-picamera2"):
+            picamera.open()
+    else:  # pragma: no cover - only on a Raspberry Pi
+        pytest.skip("picamera2 is installed: the absent-library path cannot be exercised")
+
+
+def test_service_install_stages_a_verified_hardened_unit(tmp_path):
+    root = tmp_path / "root"
+    run_cli("service", "install", "--platform", "pi", "--root", root)
+    unit = (root / "etc/systemd/system/edgehemo.service").read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    executable = Path(exec_start.split("=", 1)[1].split()[0])
+    assert executable.is_file() and os.access(executable, os.X_OK)
+    for setting in ("Type=notify", "WatchdogSec=", "PrivateNetwork=yes", "ProtectSystem=strict",
+                    "NoNewPrivileges=yes", "SupplementaryGroups=video", "StateDirectory=edgehemo"):
+        assert setting in unit
+    from edgehemo.tomlconfig import load_model
+
+    loaded = load_model(CaptureConfig, root / "etc/edgehemo/edgehemo.toml")
+    assert loaded == CaptureConfig()  # the written defaults read back as the defaults
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed here")
+    unit_file = root / "etc/systemd/system/edgehemo.service"
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit_file)],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit_file)],
+                              capture_output=True, text=True)
+    overall = security.stdout.split("Overall exposure level for")[1]
+    exposure = float(overall.split(":")[1].split()[0])
+    assert exposure < 2.0
