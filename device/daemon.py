@@ -233,7 +233,7 @@ class CaptureDaemon:
             summary.frames += 1
             for stage, ms in outcome.stage_ms.items():
                 summary.stage_ms[stage] += ms
-            cells = self._save_cells(frame, outcome, crop_dir, guard, summary,
+            cells = self.save_cells(frame, outcome, crop_dir, guard, summary,
                                      classifier.manifest.preprocessing.crop_fraction)
             t0 = time.perf_counter()
             store.record_frame(summary.session_id, self._frame_record(summary.frames, frame,
@@ -262,7 +262,7 @@ class CaptureDaemon:
             moved=bool(outcome.track and outcome.track.moved),
         )
 
-    def _save_cells(self, frame: Frame, outcome: FrameOutcome, crop_dir: Path, guard: DiskGuard,
+    def save_cells(self, frame: Frame, outcome: FrameOutcome, crop_dir: Path, guard: DiskGuard,
                     summary: CaptureSummary, crop_fraction: float) -> list[CellRecord]:
         storage = self.config.storage
         save = self.config.capture.save_crops and bool(outcome.new_cells) and guard.check()

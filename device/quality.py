@@ -53,11 +53,17 @@ class QualityGate:
             interpolation=cv2.INTER_AREA,
         ) if width > ANALYSIS_WIDTH else frame_bgr
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        focus = float(cv2.Laplacian(grey, cv2.CV_32F).var())
-        clipped = float((small.max(axis=2) >= 250).mean())
-        brightness = float(grey.mean())
-        bright = small[grey >= np.percentile(grey, 80)].reshape(-1, 3).astype(np.float32)
-        means = bright.mean(axis=0) if len(bright) else np.zeros(3, dtype=np.float32)
+        _, deviation = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))
+        focus = float(deviation[0, 0]) ** 2
+        blue, green, red = cv2.split(small)
+        brightest = cv2.max(cv2.max(blue, green), red)
+        clipped = cv2.countNonZero(cv2.compare(brightest, 250, cv2.CMP_GE)) / grey.size
+        brightness = float(cv2.mean(grey)[0])
+        # the brightest fifth of the frame is the background: it should be grey, not tinted
+        histogram = np.bincount(grey.ravel(), minlength=256)
+        level = int(np.searchsorted(np.cumsum(histogram), 0.8 * grey.size))
+        mask = cv2.compare(grey, level, cv2.CMP_GE)
+        means = np.asarray(cv2.mean(small, mask=mask)[:3])
         cast = float((means.max() - means.min()) / max(1.0, float(means.mean())))
         reason = self._reason(focus, clipped, brightness, cast)
         return QualityResult(reason is None, reason, focus, clipped, brightness, cast)
