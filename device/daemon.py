@@ -168,7 +168,11 @@ class CaptureDaemon:
             classifier.predict_framed, manifest.classes, manifest.preprocessing.input_size,
             session, quality=QualityGate(self.config.quality),
             finder=CellFinder(self.config.cellfinder), tracker=CellTracker(self.config.tracking),
+            colour_reference=manifest.colour_reference,
         )
+        if manifest.colour_reference is None:
+            logger.warning("%s has no colour reference in its manifest: cells that look unlike "
+                           "the training images cannot be flagged (re-export it)", manifest.name)
         session_id, uid = store.start_session(SessionInfo(
             source=source.description, model=manifest.name, model_sha256=manifest.sha256,
             backend=c.backend, classes=manifest.classes, sample_id=c.sample_id,

@@ -18,6 +18,7 @@ from edgehemo.device.cellfinder import CellFinder, FoundCell, cut_crops
 from edgehemo.device.quality import QualityGate, QualityResult
 from edgehemo.device.session import SlideSession
 from edgehemo.device.tracking import CellTracker, TrackResult
+from edgehemo.ood import ColourReference
 
 STAGES = ("quality", "find", "track", "classify", "count")
 
@@ -48,7 +49,8 @@ Predict = Callable[[np.ndarray], np.ndarray]  # framed RGB uint8 (N,S,S,3) -> pr
 class FramePipeline:
     def __init__(self, predict: Predict, classes: tuple[str, ...], input_size: int,
                  session: SlideSession, *, quality: QualityGate | None = None,
-                 finder: CellFinder | None = None, tracker: CellTracker | None = None) -> None:
+                 finder: CellFinder | None = None, tracker: CellTracker | None = None,
+                 colour_reference: ColourReference | None = None) -> None:
         self.predict = predict
         self.classes = classes
         self.input_size = input_size
@@ -56,6 +58,7 @@ class FramePipeline:
         self.quality = quality or QualityGate()
         self.finder = finder or CellFinder()
         self.tracker = tracker or CellTracker()
+        self.colour_reference = colour_reference
 
     def process(self, frame_bgr: np.ndarray) -> FrameOutcome:
         clock = time.perf_counter
@@ -71,17 +74,21 @@ class FramePipeline:
         track = self.tracker.update(frame_bgr, found)
         fresh = [cell for cell, new in zip(found, track.new, strict=True) if new]
         t3 = clock()
+        crops = cut_crops(frame_bgr, fresh, self.input_size)
         probabilities = (
-            self.predict(cut_crops(frame_bgr, fresh, self.input_size)) if fresh
-            else np.zeros((0, len(self.classes)), dtype=np.float32)
+            self.predict(crops) if fresh else np.zeros((0, len(self.classes)), dtype=np.float32)
+        )
+        unfamiliar = (
+            self.colour_reference.unfamiliar(crops) if self.colour_reference is not None
+            else np.zeros(len(fresh), dtype=bool)
         )
         t4 = clock()
         per_cell_ms = (t4 - t3) * 1000 / max(1, len(fresh))
-        for cell, probs in zip(fresh, probabilities, strict=True):
+        for cell, probs, odd in zip(fresh, probabilities, unfamiliar, strict=True):
             index = int(np.argmax(probs))
             name = self.classes[index]
             confidence = float(probs[index])
-            flags = self.session.add(name, confidence)
+            flags = self.session.add(name, confidence, unfamiliar=bool(odd))
             outcome.new_cells.append(
                 ClassifiedCell(cell, index, name, confidence, probs, per_cell_ms, flags)
             )

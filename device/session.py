@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from edgehemo.classes import attention_reason, is_white_cell
+from edgehemo.ood import UNFAMILIAR, session_looks_unfamiliar, unfamiliar_warning
 
 LOW_CONFIDENCE = "low_confidence"
 
@@ -18,7 +19,8 @@ class SlideSession:
     counts: Counter[str] = field(default_factory=Counter)
     flagged: Counter[str] = field(default_factory=Counter)
 
-    def add(self, class_name: str, confidence: float) -> tuple[str, ...]:
+    def add(self, class_name: str, confidence: float, *, unfamiliar: bool = False
+            ) -> tuple[str, ...]:
         """Count one new cell; returns its flags (why a screener should look at it)."""
         self.counts[class_name] += 1
         flags = []
@@ -26,6 +28,8 @@ class SlideSession:
             flags.append("attention")
         if confidence < self.low_confidence:
             flags.append(LOW_CONFIDENCE)
+        if unfamiliar:
+            flags.append(UNFAMILIAR)
         for flag in flags:
             self.flagged[flag] += 1
         return tuple(flags)
@@ -49,8 +53,15 @@ class SlideSession:
         return [(name, self.counts.get(name, 0), 100.0 * self.counts.get(name, 0) / base)
                 for name in self.classes]
 
+    @property
+    def looks_unfamiliar(self) -> bool:
+        """Most cells look unlike the training images: a new microscope, camera or stain."""
+        return session_looks_unfamiliar(self.total, self.flagged.get(UNFAMILIAR, 0))
+
     def attention_summary(self) -> list[str]:
         lines = []
+        if self.looks_unfamiliar:
+            lines.append(unfamiliar_warning(self.total, self.flagged[UNFAMILIAR]))
         for name in self.classes:
             reason = attention_reason(name)
             if reason and self.counts.get(name):

@@ -104,6 +104,10 @@ def train(
     crop_fraction: Annotated[
         float | None, typer.Option(help="Centre crop of raw images, fraction of shorter side.")
     ] = None,
+    colour_norm: Annotated[
+        str, typer.Option(help="none, or per_image (standardise each image's colours; for "
+                          "cameras and stains unlike the training data).")
+    ] = "none",
     bf16: Annotated[
         bool, typer.Option(help="bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX).")
     ] = False,
@@ -121,7 +125,8 @@ def train(
         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
         gamma=gamma, loss=loss, label_smoothing=label_smoothing, focal_alpha=focal_alpha,
         focal_gamma=focal_gamma, augment=augment, ema=ema, patience=patience, seed=seed,
-        threads=threads, crop_fraction=crop_fraction, bf16=bf16, limit=limit, resume=resume,
+        threads=threads, crop_fraction=crop_fraction, colour_norm=colour_norm, bf16=bf16,
+        limit=limit, resume=resume,
         name=name,
     )
     with progress_bar(console) as progress:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgehemo.errors import CheckpointError
 from edgehemo.jsonfile import read_json_model, write_json_model
+from edgehemo.ood import ColourReference
 from edgehemo.preprocess import PreprocessSpec
 from edgehemo.store.atomic import sha256_file
 
@@ -57,6 +58,9 @@ class ArtifactManifest(BaseModel):
     source_checkpoint_sha256: str
     calibration: dict[str, Any] | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    colour_reference: ColourReference | None = Field(
+        None, description="Training crops' colour statistics, to flag unfamiliar crops."
+    )
     operators: dict[str, int] = Field(default_factory=dict)
     verified_runtime: str = ""
     edgehemo_version: str

@@ -42,6 +42,14 @@ class PreprocessSpec(BaseModel):
         (0.5, 0.5, 0.5), description="Per-channel standard deviation on the 0..1 scale."
     )
     layout: Literal["NCHW"] = Field("NCHW", description="Tensor layout of the model input.")
+    colour_norm: Literal["none", "per_image"] = Field(
+        "none",
+        description="per_image: standardise each image's channels to zero mean and unit "
+        "deviation (a stain/white-balance normalisation), instead of the fixed mean/std.",
+    )
+
+# floor of a channel's deviation (0..1 scale) in per-image normalisation: a flat image stays flat
+PER_IMAGE_STD_FLOOR = 0.02
 
 
 def opencv():  # noqa: ANN201 - the cv2 module
@@ -98,6 +106,12 @@ def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
             f"expected {spec.input_size}x{spec.input_size} images, got "
             f"{batch.shape[1]}x{batch.shape[2]}"
         )
+    if spec.colour_norm == "per_image":
+        pixels = batch.astype(np.float32) / 255.0
+        mean = pixels.mean(axis=(1, 2), keepdims=True)
+        std = np.maximum(pixels.std(axis=(1, 2), keepdims=True), PER_IMAGE_STD_FLOOR)
+        out = (pixels - mean) / std
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
     mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
     scale = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
     out = (batch.astype(np.float32) - mean) * scale

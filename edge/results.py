@@ -11,6 +11,7 @@ import io
 from typing import Any
 
 from edgehemo.classes import attention_reason, is_white_cell
+from edgehemo.ood import UNFAMILIAR, session_looks_unfamiliar, unfamiliar_warning
 from edgehemo.store import ResultStore
 
 CSV_COLUMNS = ("session", "sample_id", "cell_id", "frame", "class", "confidence",
@@ -92,8 +93,12 @@ def differential_lines(session: dict[str, Any]) -> list[str]:
         flag = "  <- look" if n and attention_reason(name) else ""
         lines.append(f"{name:<24}{n:>7}{pct:>7.1f} {unit}{flag}")
     lines.append(f"{'white cells':<24}{white:>7}")
-    low = sum(1 for c in session.get("cells", []) if "low_confidence" in c["flags"])
+    cells = session.get("cells", [])
+    low = sum(1 for c in cells if "low_confidence" in c["flags"])
     if low:
         lines.append(f"{low} low-confidence cell(s) to review")
+    unfamiliar = sum(1 for c in cells if UNFAMILIAR in c["flags"])
+    if session_looks_unfamiliar(len(cells), unfamiliar):
+        lines.append("WARNING: " + unfamiliar_warning(len(cells), unfamiliar))
     lines.append("Screening aid only: a qualified person must confirm these results.")
     return lines

@@ -26,6 +26,7 @@ from edgehemo.export import onnx_export, tflite
 from edgehemo.export.quantize import calibration_subset, quantize_onnx
 from edgehemo.manifest import ArtifactManifest, TensorSpec, manifest_path_for, write_manifest
 from edgehemo.models import resolve_weights
+from edgehemo.ood import ColourReference
 from edgehemo.preprocess import normalize
 from edgehemo.store.atomic import sha256_file
 from edgehemo.train.blocks import reductions_for_export
@@ -80,6 +81,7 @@ class _Exporter:
         )
         self.eval_name = eval_data.name if eval_data else ""
         self.reference: np.ndarray | None = None  # fp32 ONNX predictions on the test split
+        self.colour_reference: ColourReference | None = None
 
     def reference_batch(self) -> np.ndarray:
         """Up to 64 real test images (a fixed random batch without data) for the torch check."""
@@ -97,6 +99,7 @@ class _Exporter:
             preprocessing=self.spec,
             source_checkpoint_sha256=sha256_file(self.weights.checkpoint),
             calibration=calibration, operators=operators,
+            colour_reference=self.colour_reference,
             edgehemo_version=edgehemo.__version__,
         )
         write_manifest(manifest, manifest_path_for(path))
@@ -166,6 +169,8 @@ def export_model(
         )
         calibration_info = {"source": calibration.name, "split": "train",
                             "count": len(calibration_set), "selection": "class-stratified, seed 0"}
+        job.colour_reference = ColourReference.fit(
+            calibration_set.images, f"{len(calibration_set)} {calibration.name} train images")
     io_onnx = (
         TensorSpec(name=onnx_export.INPUT_NAME, shape=["batch", 3, size, size], dtype="float32",
                    layout="NCHW"),

@@ -123,3 +123,16 @@ def test_numpy_and_torch_normalisation_agree(sample_set):
 def test_normalize_refuses_the_wrong_size():
     with pytest.raises(ValueError, match="expected 64x64 images, got 32x32"):
         normalize(np.zeros((1, 32, 32, 3), np.uint8), SPEC)
+
+
+def test_per_image_colour_normalisation_agrees_and_removes_a_colour_cast(sample_set):
+    spec = PreprocessSpec(colour_norm="per_image")
+    images = sample_set.images[:4]
+    expected = normalize(images, spec)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    assert np.allclose(normalize_tensor(x, spec).numpy(), expected, atol=1e-4)
+    cast = np.clip(images.astype(np.float32) * (0.8, 1.0, 1.15) + 10, 0, 255).astype(np.uint8)
+    shifted = normalize(cast, spec)
+    assert np.abs(shifted - expected).mean() < 0.1  # vs. ~0.5 with the fixed mean/std
+    fixed = PreprocessSpec()
+    assert np.abs(normalize(cast, fixed) - normalize(images, fixed)).mean() > 0.15

@@ -1,7 +1,11 @@
 """Batch augmentations on float images (N, 3, H, W) in 0..1, seeded by a torch.Generator.
 
 The papers use flips, rotations, brightness/contrast and colour jitter (HemoNet also inverts
-images). Everything is drawn from the generator passed in, so a run is reproducible from its seed.
+images). The `field` preset adds what differs between a lab's analyser and a clinic's microscope
+camera: stain variation in the haematoxylin-eosin-DAB optical-density space (Tellez et al. 2019),
+white balance, exposure and gamma, defocus blur, sensor noise, and a wider range of scale (the
+cell's size in the crop changes with magnification and with the cell finder).
+Everything is drawn from the generator passed in, so a run is reproducible from its seed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ class AugmentConfig:
     saturation: float = 0.0
     channel_gain: float = 0.0  # independent per-channel gain, a cheap colour-cast jitter
     invert_p: float = 0.0
+    hed_p: float = 0.0  # probability of a stain jitter in optical-density (HED) space
+    hed_scale: float = 0.0  # each stain's amount x U(1-s, 1+s)
+    hed_shift: float = 0.0  # each stain's amount + U(-b, b)
+    gamma: float = 0.0  # exposure curve: x ** U(1-g, 1+g)
+    blur_p: float = 0.0  # probability of a Gaussian defocus blur
+    blur_sigma: float = 1.0  # its largest sigma, in pixels
+    noise_p: float = 0.0  # probability of Gaussian sensor noise
+    noise_std: float = 0.03  # its largest standard deviation (0..1 scale)
 
 
 PRESETS: dict[str, AugmentConfig] = {
@@ -37,7 +49,20 @@ PRESETS: dict[str, AugmentConfig] = {
         affine_p=0.5, brightness=0.1, contrast=0.1, saturation=0.1, channel_gain=0.03
     ),
     "hemonet": AugmentConfig(brightness=0.2, invert_p=0.1),
+    "field": AugmentConfig(
+        affine_p=0.7, scale=0.25, translate=0.08, brightness=0.2, contrast=0.2, saturation=0.3,
+        channel_gain=0.12, hed_p=0.8, hed_scale=0.3, hed_shift=0.05, gamma=0.3, blur_p=0.3,
+        blur_sigma=1.2, noise_p=0.3, noise_std=0.03,
+    ),
 }
+
+# Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB) in optical density.
+_HED_FROM_RGB = torch.linalg.inv(torch.tensor([
+    [0.65, 0.70, 0.29],
+    [0.07, 0.99, 0.11],
+    [0.27, 0.57, 0.78],
+]))
+_RGB_FROM_HED = torch.linalg.inv(_HED_FROM_RGB)
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -96,13 +121,78 @@ def _colour(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) 
     return x.clamp_(0.0, 1.0)
 
 
+def _chosen(n: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    return (torch.rand(n, generator=generator) < p).nonzero(as_tuple=True)[0]
+
+
+def _stain(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Scale and shift each stain's optical density, as a different staining would."""
+    chosen = _chosen(x.shape[0], config.hed_p, generator)
+    if chosen.numel() == 0:
+        return x
+    k = chosen.numel()
+    od = -torch.log(x[chosen].clamp_min(1 / 255))  # (k, 3, H, W)
+    hed = torch.einsum("kchw,cs->kshw", od, _HED_FROM_RGB)
+    alpha = _uniform(3 * k, 1 - config.hed_scale, 1 + config.hed_scale, generator).view(k, 3, 1, 1)
+    beta = _uniform(3 * k, -config.hed_shift, config.hed_shift, generator).view(k, 3, 1, 1)
+    od = torch.einsum("kshw,sc->kchw", hed * alpha + beta, _RGB_FROM_HED)
+    out = x.clone()
+    out[chosen] = torch.exp(-od).clamp(0.0, 1.0)
+    return out
+
+
+def _gamma(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    exponent = _uniform(n, 1 - config.gamma, 1 + config.gamma, generator).view(n, 1, 1, 1)
+    return x.clamp_min(1e-6) ** exponent
+
+
+def _blur(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    chosen = _chosen(x.shape[0], config.blur_p, generator)
+    if chosen.numel() == 0:
+        return x
+    out = x.clone()
+    radius = max(1, math.ceil(2 * config.blur_sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    for index, sigma in zip(chosen.tolist(),
+                            _uniform(chosen.numel(), 0.3, config.blur_sigma, generator).tolist(),
+                            strict=True):
+        kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+        kernel = kernel / kernel.sum()
+        image = F.pad(x[index : index + 1], (radius, radius, radius, radius), mode="reflect")
+        image = F.conv2d(image, kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
+        image = F.conv2d(image, kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+        out[index] = image[0]
+    return out
+
+
+def _noise(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    chosen = _chosen(x.shape[0], config.noise_p, generator)
+    if chosen.numel() == 0:
+        return x
+    k = chosen.numel()
+    std = _uniform(k, 0.0, config.noise_std, generator).view(k, 1, 1, 1)
+    out = x.clone()
+    noise = torch.randn(x[chosen].shape, generator=generator, dtype=x.dtype)
+    out[chosen] = (x[chosen] + noise * std).clamp(0.0, 1.0)
+    return out
+
+
 def augment(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Apply the configured augmentations to a batch of float images in 0..1."""
     if config.dihedral:
         x = _dihedral(x, generator)
     if config.affine_p > 0:
         x = _affine(x, config, generator)
+    if config.hed_p > 0:
+        x = _stain(x, config, generator)
+    if config.gamma > 0:
+        x = _gamma(x, config, generator)
     x = _colour(x, config, generator)
+    if config.blur_p > 0:
+        x = _blur(x, config, generator)
+    if config.noise_p > 0:
+        x = _noise(x, config, generator)
     if config.invert_p > 0:
         flip = torch.rand(x.shape[0], generator=generator) < config.invert_p
         x = torch.where(flip.view(-1, 1, 1, 1), 1.0 - x, x)

@@ -8,12 +8,16 @@ import numpy as np
 import torch
 
 from edgehemo.datasets import ImageSet
-from edgehemo.preprocess import PreprocessSpec, normalize
+from edgehemo.preprocess import PER_IMAGE_STD_FLOOR, PreprocessSpec, normalize
 from edgehemo.train.augment import AugmentConfig, augment
 
 
 def normalize_tensor(x: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """Torch twin of `edgehemo.preprocess.normalize` for float images in 0..1 (tested equal)."""
+    if spec.colour_norm == "per_image":
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        std = x.std(dim=(2, 3), keepdim=True, correction=0).clamp_min(PER_IMAGE_STD_FLOOR)
+        return (x - mean) / std
     mean = torch.tensor(spec.mean, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std

@@ -63,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     crop_fraction: float | None = None
+    colour_norm: str = "none"
     limit: int = 0
     bf16: bool = False
     resume: bool = False
@@ -126,7 +127,7 @@ def _has_val_split(path: Path) -> bool:
 def load_training_data(config: TrainConfig) -> tuple[ImageSet, ImageSet, PreprocessSpec]:
     """Train and validation sets, and the preprocessing spec with the train set's statistics."""
     info = model_info(config.model)
-    base = PreprocessSpec(input_size=info.input_size)
+    base = PreprocessSpec(input_size=info.input_size, colour_norm=config.colour_norm)
     if config.crop_fraction is not None:
         base = base.model_copy(update={"crop_fraction": config.crop_fraction})
     train = load_dataset(config.data, "train", base)

@@ -1,0 +1,239 @@
+"""Robustness proxy: accuracy under a fixed suite of imaging shifts, and behaviour on another lab.
+
+    python bench/bench_robustness.py --models cbam_cnn_int8 runs/x/best.pt --markdown out.md
+
+Part 1 - the shared validation split (pbc_jpeg_subset/val, full-resolution PBC images) under
+deterministic shifts applied before the model's own preprocessing: re-staining to the colours of
+another lab (BCCD, Reinhard transfer in LAB), a stain shift in optical-density space, white
+balance, exposure, defocus, JPEG, sensor noise, and magnification (the cell smaller or larger in
+the crop). Accuracy per shift and the share of crops the manifest's colour reference calls
+unfamiliar.
+
+Part 2 - BCCD full-field frames (another lab, no cell-type labels): cells found by the cell
+finder, then the predicted class mix, mean confidence, low-confidence and unfamiliar shares, and
+stability (the same frame shifted by 3 pixels and JPEG re-encoded: same class for the same cell?).
+
+Models are exported artifacts (run through the device runtime) or torch checkpoints (.pt).
+Validation only: the test split is not read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgehemo.datasets import image_files
+from edgehemo.device.cellfinder import CellFinder, cut_crops
+from edgehemo.models import is_artifact_name
+from edgehemo.ood import ColourReference
+from edgehemo.preprocess import PreprocessSpec, crop_and_resize, normalize
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+class Model:
+    def __init__(self, name: str) -> None:
+        self.name = Path(name).parent.name if name.endswith(".pt") else name
+        if not is_artifact_name(name):
+            self._load_torch(name)
+        else:
+            from edgehemo.device.classifier import Classifier
+
+            classifier = Classifier.load(name, backend="tflite" if name.endswith(".tflite")
+                                         else "cpu", settings={"threads": 1})
+            self.spec: PreprocessSpec = classifier.manifest.preprocessing
+            self.classes = classifier.manifest.classes
+            self.reference: ColourReference | None = classifier.manifest.colour_reference
+            self.predict: Predict = classifier.predict_framed
+
+    def _load_torch(self, name: str) -> None:
+        import torch
+
+        from edgehemo.models import resolve_weights
+        from edgehemo.train.evaluate import load_model
+
+        weights = resolve_weights(name)
+        model = load_model(weights.checkpoint, weights.card)
+        self.spec = weights.card.preprocessing
+        self.classes = weights.card.classes
+        self.reference = None
+
+        def predict(images: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                out = []
+                for start in range(0, len(images), 256):
+                    batch = torch.from_numpy(normalize(images[start:start + 256], self.spec))
+                    out.append(torch.softmax(model(batch), 1).numpy())
+                return np.concatenate(out)
+
+        self.predict = predict
+
+
+# -- shifts on raw BGR images ------------------------------------------------------------------
+
+def lab_stats(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    pixels = np.concatenate([cv2.cvtColor(i, cv2.COLOR_BGR2LAB).reshape(-1, 3) for i in images])
+    pixels = pixels.astype(np.float32)
+    return pixels.mean(0), pixels.std(0)
+
+
+def reinhard(image: np.ndarray, target: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).astype(np.float32)
+    mean, std = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0) + 1e-3
+    lab = (lab - mean) / std * target[1] + target[0]
+    return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+def hed_shift(image: np.ndarray, scale=(1.3, 0.7, 1.0)) -> np.ndarray:
+    stains = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+    rgb = image[..., ::-1].astype(np.float32) / 255
+    od = -np.log(np.maximum(rgb, 1 / 255))
+    hed = od @ np.linalg.inv(stains)
+    od = (hed * np.asarray(scale)) @ stains
+    out = np.clip(np.exp(-od) * 255, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out[..., ::-1])
+
+
+def gains(b: float, g: float, r: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda im: np.clip(im * np.array([b, g, r]), 0, 255).astype(np.uint8)
+
+
+def jpeg(quality: int) -> Callable[[np.ndarray], np.ndarray]:
+    def apply(image: np.ndarray) -> np.ndarray:
+        _, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return apply
+
+
+def noise(image: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(int(image[0, 0, 0]) + image.shape[0])
+    return np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
+
+
+def shifts(bccd_colours: tuple[np.ndarray, np.ndarray] | None) -> dict[str, tuple]:
+    """name -> (transform of the raw BGR image, crop_fraction multiplier)."""
+    out: dict[str, tuple] = {
+        "none": (None, 1.0),
+        "stain: more haematoxylin, less eosin (OD)": (hed_shift, 1.0),
+        "white balance: warm": (gains(0.8, 0.95, 1.15), 1.0),
+        "white balance: cool": (gains(1.15, 1.0, 0.8), 1.0),
+        "exposure: dark (x0.6)": (lambda im: (im * 0.6).astype(np.uint8), 1.0),
+        "exposure: bright (gamma 0.6)": (
+            lambda im: (255 * (im / 255.0) ** 0.6).astype(np.uint8), 1.0),
+        "defocus (sigma 4 px)": (lambda im: cv2.GaussianBlur(im, (0, 0), 4), 1.0),
+        "JPEG quality 25": (jpeg(25), 1.0),
+        "sensor noise (sigma 10)": (noise, 1.0),
+        "magnification: cell smaller (x0.7)": (None, 1 / 0.7),
+        "magnification: cell larger (x1.3)": (None, 1 / 1.3),
+    }
+    if bccd_colours is not None:
+        out["re-stained to BCCD colours (Reinhard)"] = (
+            lambda im: reinhard(im, bccd_colours), 1.0)
+    return out
+
+
+def frame_raw(image: np.ndarray, spec: PreprocessSpec, fraction_scale: float) -> np.ndarray:
+    fraction = min(1.0, spec.crop_fraction * fraction_scale)
+    rgb = image[..., ::-1]
+    return crop_and_resize(np.ascontiguousarray(rgb), spec.model_copy(
+        update={"crop_fraction": fraction}))
+
+
+def load_val(root: Path) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    classes = sorted(p.name for p in (root / "val").iterdir() if p.is_dir())
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for path in image_files(root / "val" / name):
+            images.append(cv2.imread(str(path)))
+            labels.append(label)
+    return images, np.asarray(labels), classes
+
+
+def bccd_frames(root: Path) -> list[np.ndarray]:
+    return [cv2.imread(str(p)) for p in sorted((root / "JPEGImages").glob("*.jpg"))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--pbc", type=Path, default=SHARED / "pbc_jpeg_subset")
+    parser.add_argument("--bccd", type=Path, default=SHARED / "bccd")
+    parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--csv", type=Path)
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    models = [Model(name) for name in args.models]
+    images, labels, classes = load_val(args.pbc)
+    frames = bccd_frames(args.bccd) if args.bccd.is_dir() else []
+    finder = CellFinder()
+    bccd_crops_raw = [cut_crops(f, finder.find(f), 200) for f in frames]
+    bccd_colours = (lab_stats([c[..., ::-1] for crops in bccd_crops_raw for c in crops])
+                    if frames else None)
+    lines = ["| shift | " + " | ".join(m.name for m in models) + " |",
+             "|---|" + "---:|" * len(models)]
+    rows = []
+    for shift, (transform, fraction) in shifts(bccd_colours).items():
+        shifted = [transform(im) if transform else im for im in images]
+        cells = []
+        for model in models:
+            if list(model.classes) != classes:
+                raise SystemExit(f"{model.name}: classes {model.classes} differ from {classes}")
+            framed = np.stack([frame_raw(im, model.spec, fraction) for im in shifted])
+            accuracy = float((model.predict(framed).argmax(1) == labels).mean())
+            odd = (f" ({model.reference.unfamiliar(framed).mean():.0%} unfamiliar)"
+                   if model.reference else "")
+            cells.append(f"{accuracy:.3f}{odd}")
+            rows.append({"shift": shift, "model": model.name, "accuracy": round(accuracy, 4)})
+        lines.append(f"| {shift} | " + " | ".join(cells) + " |")
+    mean_row = []
+    for model in models:
+        values = [r["accuracy"] for r in rows if r["model"] == model.name and r["shift"] != "none"]
+        mean_row.append(f"**{np.mean(values):.3f}** (worst {min(values):.3f})")
+    lines.append("| mean over shifts | " + " | ".join(mean_row) + " |")
+    if frames:
+        lines += ["", f"BCCD: {len(frames)} frames from another lab, "
+                  f"{sum(len(c) for c in bccd_crops_raw)} cells found (no type labels)", "",
+                  "| model | top classes | mean confidence | low confidence | unfamiliar | "
+                  "stable under 3 px shift + JPEG |", "|---|---|---:|---:|---:|---:|"]
+        moved = [jpeg(80)(cv2.warpAffine(f, np.float32([[1, 0, 3], [0, 1, 3]]), f.shape[1::-1],
+                                         borderMode=cv2.BORDER_REPLICATE)) for f in frames]
+        for model in models:
+            size = model.spec.input_size
+            crops, again = [], []
+            for frame, other in zip(frames, moved, strict=True):
+                found, found2 = finder.find(frame), finder.find(other)
+                if len(found) != len(found2) or not found:
+                    continue
+                crops.append(cut_crops(frame, found, size))
+                again.append(cut_crops(other, found2, size))
+            crops_all, again_all = np.concatenate(crops), np.concatenate(again)
+            probabilities = model.predict(crops_all)
+            predicted = probabilities.argmax(1)
+            stable = float((predicted == model.predict(again_all).argmax(1)).mean())
+            mix = Counter(model.classes[i] for i in predicted)
+            top = ", ".join(f"{name} {n / len(predicted):.0%}" for name, n in mix.most_common(3))
+            confidence = probabilities.max(1)
+            odd = (f"{model.reference.unfamiliar(crops_all).mean():.0%}"
+                   if model.reference else "-")
+            lines.append(f"| {model.name} | {top} | {confidence.mean():.2f} | "
+                         f"{(confidence < 0.6).mean():.0%} | {odd} | {stable:.1%} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    if args.csv:
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["shift", "model", "accuracy"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
