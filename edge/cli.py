@@ -16,7 +16,15 @@ import typer
 from rich.console import Console
 
 from edgehemo import __version__
-from edgehemo.cli_capture import capture, results, service_app, status
+from edgehemo.cli_capture import (
+    capture,
+    export_reviewed,
+    report,
+    results,
+    review,
+    service_app,
+    status,
+)
 from edgehemo.errors import EdgehemoError
 
 app = typer.Typer(
@@ -388,6 +396,9 @@ def models(
 app.command()(capture)
 app.command()(results)
 app.command()(status)
+app.command()(report)
+app.command()(review)
+app.command("export-reviewed")(export_reviewed)
 app.add_typer(service_app, name="service")
 
 

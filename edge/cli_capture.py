@@ -212,3 +212,86 @@ def service_install(
     if root is None:
         console.print("next: edit /etc/edgehemo/edgehemo.toml, then "
                       "`sudo systemctl enable --now edgehemo`; `edgehemo status` shows it.")
+
+
+def report(
+    session: Annotated[
+        str | None, typer.Argument(help="Session uid or number (default: the latest).")
+    ] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="PDF (needs Chromium) instead of HTML.")]
+    = False,
+    html_output: Annotated[bool, typer.Option("--html", help="Self-contained HTML (default).")]
+    = False,
+    out: Annotated[Path | None, typer.Option(help="Output file (default report-<uid>.html).")]
+    = None,
+    state_dir: StateDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """The session report: counts, chart, flags, frames, crops by class, disclaimer."""
+    from edgehemo.device.config import resolve_state_dir
+    from edgehemo.report import html_to_pdf, render_report
+    from edgehemo.results import session_results
+    from edgehemo.store import ResultStore, write_atomically
+
+    if pdf and html_output:
+        raise ValueError("choose one of --pdf and --html")
+    directory = resolve_state_dir(state_dir, _load_config(config, {}))
+    with ResultStore.in_dir(directory) as store:
+        data = session_results(store, session)
+    text = render_report(data, directory)
+    target = out or Path(f"report-{data['uid']}.{'pdf' if pdf else 'html'}")
+    if pdf:
+        html_to_pdf(text, target)
+    else:
+        write_atomically(target, text.encode())
+    console.print(f"wrote {target}")
+
+
+def review(
+    host: Annotated[str, typer.Option(help="Address to bind; not localhost needs a token.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8470,
+    token: Annotated[
+        str | None, typer.Option(help="Access token (generated when bound beyond localhost).")
+    ] = None,
+    state_dir: StateDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the review page: confirm or correct each cell, sign off sessions (Ctrl-C stops)."""
+    from edgehemo.device.config import resolve_state_dir
+    from edgehemo.device.review import make_server
+
+    directory = resolve_state_dir(state_dir, _load_config(config, {}))
+    server, required = make_server(directory, host, port, token)
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    suffix = f"/?token={required}" if required else "/"
+    console.print(f"review page: http://{shown}:{server.server_address[1]}{suffix}  "
+                  f"(results in {directory}; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def export_reviewed(
+    sessions: Annotated[
+        list[str] | None, typer.Argument(help="Session uids (default: every session).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="ImageFolder to write: OUT/<class>/*.jpg.")]
+    = Path("reviewed"),
+    state_dir: StateDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Reviewed cells as a labelled ImageFolder, for `edgehemo train` / fine-tuning."""
+    from edgehemo.device.config import resolve_state_dir
+    from edgehemo.device.review import export_reviewed as run_export
+
+    directory = resolve_state_dir(state_dir, _load_config(config, {}))
+    exported = run_export(directory, sessions or [], out)
+    if not exported:
+        raise ValueError("no reviewed cell to export: review cells first (`edgehemo review`)")
+    for name, n in sorted(exported.items()):
+        print(f"{name}\t{n}")
+    console.print(f"wrote {sum(exported.values())} images to {out}")

@@ -13,19 +13,41 @@ from typing import Any
 from edgehemo.classes import attention_reason, is_white_cell
 from edgehemo.ood import UNFAMILIAR, session_looks_unfamiliar, unfamiliar_warning
 from edgehemo.store import ResultStore
+from edgehemo.store.schema import NOT_A_CELL
 
-CSV_COLUMNS = ("session", "sample_id", "cell_id", "frame", "class", "confidence",
+CSV_COLUMNS = ("session", "sample_id", "cell_id", "frame", "class", "reviewed_class", "confidence",
                "x0", "y0", "x1", "y1", "flags", "crop", "model", "backend", "latency_ms")
 
 
 def session_results(store: ResultStore, key: str | int | None = None, *,
                     with_cells: bool = True) -> dict[str, Any]:
+    """A session as plain data. `counts` use the reviewed label of a cell when a person has
+    reviewed it (cells marked not a cell drop out); `model_counts` are the model's own."""
     session = store.session(key)
     classes = session["classes"]
-    counts = store.counts(session["id"])
-    counts = {name: counts.get(name, 0) for name in classes} | {
-        name: n for name, n in counts.items() if name not in classes
-    }
+    cells = []
+    for cell in store.cells(session["id"]):
+        cells.append({
+            "id": cell["id"],
+            "class": cell["class"],
+            "reviewed_class": cell["reviewed_class"],
+            "label": cell["reviewed_class"] or cell["class"],
+            "confidence": cell["confidence"],
+            "bbox": cell["bbox"],
+            "frame": cell["frame"],
+            "probabilities": dict(zip(classes, cell["probabilities"], strict=False)),
+            "flags": cell["flags"],
+            "crop": cell["crop_path"],
+            "model": cell["model"],
+            "backend": cell["backend"],
+            "latency_ms": cell["latency_ms"],
+        })
+    counts = dict.fromkeys(classes, 0)
+    model_counts = dict.fromkeys(classes, 0)
+    for cell in cells:
+        model_counts[cell["class"]] = model_counts.get(cell["class"], 0) + 1
+        if cell["label"] != NOT_A_CELL:
+            counts[cell["label"]] = counts.get(cell["label"], 0) + 1
     white = sum(n for name, n in counts.items() if is_white_cell(name))
     out = {key: session[key] for key in (
         "uid", "id", "sample_id", "operator", "notes", "started_at", "ended_at", "status",
@@ -33,26 +55,14 @@ def session_results(store: ResultStore, key: str | int | None = None, *,
     out["classes"] = classes
     out["frames"] = store.frame_summary(session["id"])
     out["counts"] = counts
+    out["model_counts"] = model_counts
     out["white_cells"] = white
     out["percentages"] = {name: round(100.0 * n / white, 2) if white else 0.0
                           for name, n in counts.items()}
     out["attention"] = {name: n for name, n in counts.items() if n and attention_reason(name)}
+    out["reviewed_cells"] = sum(1 for c in cells if c["reviewed_class"] is not None)
+    out["signoffs"] = store.signoffs(session["id"])
     if with_cells:
-        cells = []
-        for cell in store.cells(session["id"]):
-            cells.append({
-                "id": cell["id"],
-                "class": cell["class"],
-                "confidence": cell["confidence"],
-                "bbox": cell["bbox"],
-                "frame": cell["frame"],
-                "probabilities": dict(zip(classes, cell["probabilities"], strict=False)),
-                "flags": cell["flags"],
-                "crop": cell["crop_path"],
-                "model": cell["model"],
-                "backend": cell["backend"],
-                "latency_ms": cell["latency_ms"],
-            })
         out["cells"] = cells
     return out
 
@@ -71,7 +81,8 @@ def to_csv(results: dict[str, Any]) -> str:
         for cell in session["cells"]:
             writer.writerow([
                 session["uid"], session["sample_id"] or "", cell["id"], cell["frame"],
-                cell["class"], f"{cell['confidence']:.4f}", *cell["bbox"],
+                cell["class"], cell["reviewed_class"] or "", f"{cell['confidence']:.4f}",
+                *cell["bbox"],
                 ";".join(cell["flags"]), cell["crop"] or "", cell["model"], cell["backend"],
                 cell["latency_ms"],
             ])
@@ -93,6 +104,11 @@ def differential_lines(session: dict[str, Any]) -> list[str]:
         flag = "  <- look" if n and attention_reason(name) else ""
         lines.append(f"{name:<24}{n:>7}{pct:>7.1f} {unit}{flag}")
     lines.append(f"{'white cells':<24}{white:>7}")
+    if session.get("reviewed_cells"):
+        lines.append(f"{session['reviewed_cells']} cell(s) reviewed; counts use the reviewed "
+                     "labels")
+    for signoff in session.get("signoffs", []):
+        lines.append(f"signed off by {signoff['reviewer']} at {signoff['at']}")
     cells = session.get("cells", [])
     low = sum(1 for c in cells if "low_confidence" in c["flags"])
     if low:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgehemo.errors import EdgehemoError
-from edgehemo.store.schema import MIGRATIONS, SCHEMA_VERSION
+from edgehemo.store.schema import MIGRATIONS, NOT_A_CELL, SCHEMA_VERSION
 
 DATABASE_NAME = "edgehemo.db"
 
@@ -205,6 +205,59 @@ class ResultStore:
             )
         return cursor.rowcount
 
+    def review_cell(self, cell_id: int, *, reviewer: str, new_class: str | None = None,
+                    not_a_cell: bool = False) -> dict[str, Any]:
+        """Record a person's verdict on a cell as a new row: confirm (no new_class), move to
+        `new_class`, or mark as not a cell. Returns the cell with its reviewed label."""
+        if not reviewer.strip():
+            raise StorageError("a review needs the reviewer's name")
+        with self._transaction() as db:
+            row = db.execute("SELECT cells.id, cells.session_id, cells.class, sessions.classes "
+                             "FROM cells JOIN sessions ON sessions.id = cells.session_id "
+                             "WHERE cells.id = ?", (cell_id,)).fetchone()
+            if row is None:
+                raise StorageError(f"no cell {cell_id}")
+            classes = json.loads(row["classes"])
+            current = self._reviewed_label(db, cell_id) or row["class"]
+            if not_a_cell:
+                action, label = "not_a_cell", NOT_A_CELL
+            elif new_class is None or new_class == row["class"]:
+                action, label = "confirm", row["class"]
+            else:
+                if new_class not in classes:
+                    raise StorageError(f"{new_class!r} is not one of this model's classes: "
+                                       f"{', '.join(classes)}")
+                action, label = "reclassify", new_class
+            db.execute(
+                "INSERT INTO reviews (cell_id, session_id, reviewer, at, action, old_class, "
+                "new_class) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (cell_id, row["session_id"], reviewer.strip(), now_iso(), action, current, label),
+            )
+        return {"id": cell_id, "class": row["class"], "reviewed_class": label, "action": action}
+
+    @staticmethod
+    def _reviewed_label(db: sqlite3.Connection, cell_id: int) -> str | None:
+        row = db.execute("SELECT new_class FROM reviews WHERE cell_id = ? ORDER BY id DESC "
+                         "LIMIT 1", (cell_id,)).fetchone()
+        return row[0] if row else None
+
+    def sign_off(self, session_id: int, *, reviewer: str, note: str | None = None) -> None:
+        if not reviewer.strip():
+            raise StorageError("a sign-off needs the reviewer's name")
+        with self._transaction() as db:
+            db.execute("INSERT INTO signoffs (session_id, reviewer, at, note) VALUES (?, ?, ?, ?)",
+                       (session_id, reviewer.strip(), now_iso(), note))
+
+    def signoffs(self, session_id: int) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT reviewer, at, note FROM signoffs WHERE session_id = ? "
+                                "ORDER BY id", (session_id,)).fetchall()
+        return [dict(row) for row in rows]
+
+    def reviews(self, session_id: int) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM reviews WHERE session_id = ? ORDER BY id",
+                                (session_id,)).fetchall()
+        return [dict(row) for row in rows]
+
     # reading
 
     def sessions(self) -> list[dict[str, Any]]:
@@ -233,8 +286,10 @@ class ResultStore:
 
     def cells(self, session_id: int) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT cells.*, frames.seq AS frame FROM cells JOIN frames ON frames.id = "
-            "cells.frame_id WHERE cells.session_id = ? ORDER BY cells.id",
+            "SELECT cells.*, frames.seq AS frame, (SELECT new_class FROM reviews WHERE "
+            "reviews.cell_id = cells.id ORDER BY reviews.id DESC LIMIT 1) AS reviewed_class "
+            "FROM cells JOIN frames ON frames.id = cells.frame_id WHERE cells.session_id = ? "
+            "ORDER BY cells.id",
             (session_id,),
         ).fetchall()
         out = []

@@ -61,6 +61,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX cells_by_session ON cells(session_id);
     CREATE INDEX frames_by_session ON frames(session_id);
     """,
+    # 2: a person's review of the model's output, append-only: the model's rows are never changed
+    """
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY,
+        cell_id INTEGER NOT NULL REFERENCES cells(id),
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        reviewer TEXT NOT NULL,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('confirm', 'reclassify', 'not_a_cell')),
+        old_class TEXT NOT NULL,
+        new_class TEXT NOT NULL
+    );
+    CREATE INDEX reviews_by_cell ON reviews(cell_id);
+    CREATE TABLE signoffs (
+        id INTEGER PRIMARY KEY,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        reviewer TEXT NOT NULL,
+        at TEXT NOT NULL,
+        note TEXT
+    );
+    """,
 )
+
+NOT_A_CELL = "not_a_cell"
 
 SCHEMA_VERSION = len(MIGRATIONS)
