@@ -7,7 +7,8 @@ daemon's per-frame work - quality gate, cell finder, tracker, crops + classifier
 crop JPEGs and one SQLite commit (WAL, synchronous=FULL) - over the decoded frames, looping the
 clip `--repeats` times, and reports frames/s and milliseconds per stage. The same run repeats it
 with torch eager in place of the runtime (what a user would write with the training checkpoint),
-so ratios come from one run on one machine. Needs edgehemo[train] for the torch row.
+so ratios come from one run on one machine, and once more with the live view publishing (the
+current frame as JPEG and the figures, 4 times per second). Needs edgehemo[train] for torch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from edgehemo.device.cellfinder import CellFinder, CellFinderSettings
 from edgehemo.device.classifier import Classifier
 from edgehemo.device.config import CaptureConfig
 from edgehemo.device.daemon import CaptureDaemon, CaptureSummary
+from edgehemo.device.live import LivePublisher
 from edgehemo.device.pipeline import FramePipeline
 from edgehemo.device.quality import QualityGate
 from edgehemo.device.session import SlideSession
@@ -82,7 +84,7 @@ def torch_predict(model_name: str):
 
 
 def run(frames: list[np.ndarray], predict, classifier: Classifier, repeats: int,
-        state_dir: Path) -> dict[str, float]:
+        state_dir: Path, live: bool = False) -> dict[str, float]:
     manifest = classifier.manifest
     session = SlideSession(manifest.classes)
     pipeline = FramePipeline(predict, manifest.classes, manifest.preprocessing.input_size,
@@ -99,6 +101,8 @@ def run(frames: list[np.ndarray], predict, classifier: Classifier, repeats: int,
     summary = CaptureSummary(uid, session_id, state_dir)
     totals = dict.fromkeys(STAGES, 0.0)
     fields = {"model": manifest.name, "model_sha256": manifest.sha256, "backend": "cpu"}
+    publisher = LivePublisher(state_dir, config.quality) if live else None
+    totals["live"] = 0.0
     count = 0
     start = time.perf_counter()
     for _ in range(repeats):
@@ -114,12 +118,16 @@ def run(frames: list[np.ndarray], predict, classifier: Classifier, repeats: int,
                                                        reason=outcome.quality.reason,
                                                        cells_new=len(cells)), cells, **fields)
             totals["store"] += (time.perf_counter() - t0) * 1000
+            if publisher is not None:
+                t1 = time.perf_counter()
+                publisher.maybe_publish(image, outcome, session, 0.0)
+                totals["live"] += (time.perf_counter() - t1) * 1000
             for stage, ms in outcome.stage_ms.items():
                 totals[stage] += ms
             count += 1
     seconds = time.perf_counter() - start
     store.close()
-    out = {stage: totals[stage] / count for stage in STAGES}
+    out = {stage: totals[stage] / count for stage in (*STAGES, "live")}
     out["fps"] = count / seconds
     out["ms"] = 1000 * seconds / count
     out["cells"] = session.total
@@ -143,16 +151,19 @@ def main() -> None:
     clip = decode(CLIP)
     sizes = {"640x480": clip, "1920x1080": [to_1080p(f) for f in clip]}
     header = ("| frames | classifier | frames/s | ms/frame | " +
-              " | ".join(f"{s} ms" for s in STAGES) + " | cells |")
-    lines = [header, "|" + "---|" * (len(STAGES) + 5)]
+              " | ".join(f"{s} ms" for s in (*STAGES, "live")) + " | cells |")
+    lines = [header, "|" + "---|" * (len(STAGES) + 6)]
     results = {}
+    runs = [(name, predict, False) for name, predict in runtimes.items()]
+    runs.append((f"{args.model} (onnxruntime) + live view", classifier.predict_framed, True))
     for size, frames in sizes.items():
-        for name, predict in runtimes.items():
+        for name, predict, live in runs:
             with tempfile.TemporaryDirectory() as state:
-                r = run(frames, predict, classifier, args.repeats, Path(state))
+                r = run(frames, predict, classifier, args.repeats, Path(state), live)
             results[(size, name)] = r
             lines.append(f"| {size} | {name} | {r['fps']:.1f} | {r['ms']:.2f} | " +
-                         " | ".join(f"{r[s]:.2f}" for s in STAGES) + f" | {r['cells']} |")
+                         " | ".join(f"{r[s]:.2f}" for s in (*STAGES, "live")) +
+                         f" | {r['cells']} |")
     if len(runtimes) == 2:
         names = list(runtimes)
         for size in sizes:

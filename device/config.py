@@ -39,6 +39,9 @@ class CaptureSettings(BaseModel):
         0.6, ge=0, le=1, description="Cells below this confidence are flagged for review."
     )
     save_crops: bool = Field(True, description="Keep a JPEG of every counted cell.")
+    live_view: bool = Field(
+        True, description="Publish the current frame and figures for the review page's live view."
+    )
     state_dir: Path | None = Field(None, description="Where results are kept.")
 
 

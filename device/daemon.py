@@ -22,6 +22,7 @@ import numpy as np
 from edgehemo.device.cellfinder import CellFinder, grow, window
 from edgehemo.device.classifier import Classifier
 from edgehemo.device.config import CaptureConfig
+from edgehemo.device.live import LivePublisher
 from edgehemo.device.notify import SystemdNotifier
 from edgehemo.device.pipeline import STAGES, FrameOutcome, FramePipeline
 from edgehemo.device.quality import QualityGate
@@ -209,6 +210,7 @@ class CaptureDaemon:
         crop_dir = self.state_dir / "crops" / summary.session_uid
         model_fields = {"model": classifier.manifest.name,
                         "model_sha256": classifier.manifest.sha256, "backend": c.backend}
+        live = (LivePublisher(self.state_dir, self.config.quality) if c.live_view else None)
         notifier.ready(f"session {summary.session_uid}: waiting for frames")
         started = time.perf_counter()
         last_status = float("-inf")
@@ -235,6 +237,10 @@ class CaptureDaemon:
                 continue
             outcome = pipeline.process(frame.image)
             summary.frames += 1
+            if live is not None:
+                elapsed = time.perf_counter() - started
+                live.maybe_publish(frame.image, outcome, pipeline.session,
+                                   summary.frames / elapsed if elapsed else 0.0)
             for stage, ms in outcome.stage_ms.items():
                 summary.stage_ms[stage] += ms
             cells = self.save_cells(frame, outcome, crop_dir, guard, summary,

@@ -40,6 +40,7 @@ class FrameOutcome:
     found: list[FoundCell] = field(default_factory=list)
     new_cells: list[ClassifiedCell] = field(default_factory=list)
     track: TrackResult | None = None
+    labels: list[str | None] = field(default_factory=list)  # per found cell, once classified
     stage_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -59,6 +60,7 @@ class FramePipeline:
         self.finder = finder or CellFinder()
         self.tracker = tracker or CellTracker()
         self.colour_reference = colour_reference
+        self._track_labels: dict[int, str] = {}
 
     def process(self, frame_bgr: np.ndarray) -> FrameOutcome:
         clock = time.perf_counter
@@ -92,6 +94,12 @@ class FramePipeline:
             outcome.new_cells.append(
                 ClassifiedCell(cell, index, name, confidence, probs, per_cell_ms, flags)
             )
+        for track_id, cell in zip([i for i, n in zip(track.ids, track.new, strict=True) if n],
+                                  outcome.new_cells, strict=True):
+            self._track_labels[track_id] = cell.class_name
+        alive = self.tracker.active_ids()
+        self._track_labels = {i: v for i, v in self._track_labels.items() if i in alive}
+        outcome.labels = [self._track_labels.get(i) for i in track.ids]
         t5 = clock()
         outcome.found = found
         outcome.track = track

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from http import HTTPStatus
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from edgehemo.device.live import read_live
 from edgehemo.report import DISCLAIMER, STYLE, render_report
 from edgehemo.results import session_results
 from edgehemo.store import ResultStore, StorageError
@@ -72,6 +74,33 @@ async function refreshCounts() {
 }
 """
 
+LIVE_SCRIPT = """
+const rows = [['focus', 'focus', 'focus_min', '>='], ['clipped', 'clipped', 'clipped_max', '<='],
+              ['brightness', 'brightness', 'brightness_min', '>='], ['colour cast', 'cast',
+              'cast_max', '<=']];
+async function tick() {
+  try {
+    const r = await fetch('/api/live', {credentials: 'same-origin'});
+    const s = await r.json();
+    if (r.ok) {
+      document.getElementById('frame').src = '/live.jpg?t=' + s.updated;
+      document.getElementById('figures').innerHTML = rows.map(([label, key, limit, op]) => {
+        const good = op === '>=' ? s[key] >= s[limit] : s[key] <= s[limit];
+        return `<tr><td>${label}</td><td class="n">${s[key]}</td><td class="${good ? 'good' :
+          'bad'}">${good ? 'good' : 'BAD'} (${op} ${s[limit]})</td></tr>`;
+      }).join('') + `<tr><td>frame</td><td colspan=2 class="${s.ok ? 'good' : 'bad'}">` +
+        `${s.ok ? 'kept' : 'rejected: ' + s.reason}</td></tr>`;
+      const counts = Object.entries(s.counts).map(([k, v]) => k + ' ' + v).join(', ');
+      document.getElementById('count').textContent = `${s.white_cells} white cells` +
+        (s.target ? ` of ${s.target}` : '') + ` · ${s.cells_in_view} in view · ${s.fps} ` +
+        `frames/s · ${counts}` + (s.age_s > 5 ? ` · no update for ${s.age_s} s` : '');
+    }
+  } catch (e) {}
+  setTimeout(tick, 300);
+}
+tick();
+"""
+
 REVIEW_STYLE = STYLE + """
 .cell{width:132px}.cell img{width:132px;height:132px}.done{opacity:.55}
 .cell select,.cell button{font-size:.9em;margin:1px 0;width:100%}
@@ -106,7 +135,8 @@ class ReviewApp:
         return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
                 f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
                 f"<title>edgehemo review</title><style>{REVIEW_STYLE}</style></head><body>"
-                f"<h1>Sessions</h1><div class='alert'>{e(DISCLAIMER)}</div><table>"
+                "<p><a href='/live'>live view</a></p><h1>Sessions</h1>"
+                f"<div class='alert'>{e(DISCLAIMER)}</div><table>"
                 "<tr><th>session</th><th>sample</th><th>started</th><th>status</th>"
                 "<th>cells</th><th>reviewed</th><th></th></tr>" + "".join(rows)
                 + "</table></body></html>")
@@ -167,6 +197,30 @@ class ReviewApp:
             f"onclick=\"signOff('{e(uid)}')\">Sign off this session</button> "
             f"<span id='signed'>{e(signed)}</span></p>"
             f"<script>{PAGE_SCRIPT}</script></body></html>")
+
+    def live_page(self) -> str:
+        return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+                f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
+                f"<title>edgehemo live</title><style>{REVIEW_STYLE}"
+                ".good{color:#1b7a1b}.bad{color:#b3261e;font-weight:bold}"
+                "#frame{width:100%;max-width:960px;background:#222}</style></head><body>"
+                "<p><a href='/'>sessions</a></p><h1>Live view</h1>"
+                "<img id='frame' alt='current frame' src='/live.jpg'>"
+                "<table id='figures'></table><p id='count'></p>"
+                f"<script>{LIVE_SCRIPT}</script></body></html>")
+
+    def live_image(self) -> bytes:
+        image, _ = read_live(self.state_dir)
+        if image is None:
+            raise FileNotFoundError("no live frame: is a capture running with live_view on?")
+        return image
+
+    def live_status(self) -> dict[str, Any]:
+        _, status = read_live(self.state_dir)
+        if status is None:
+            raise FileNotFoundError("no live figures: is a capture running?")
+        status["age_s"] = round(time.time() - status["updated"], 1)
+        return status
 
     def crop(self, cell_id: int) -> bytes:
         with self.store() as store:
@@ -263,6 +317,14 @@ def make_handler(app: ReviewApp) -> type[BaseHTTPRequestHandler]:
                     page = app.session_page(match.group(1))
                 elif match := re.fullmatch(r"/report/([\w-]+)", url.path):
                     page = app.report(match.group(1))
+                elif url.path == "/live":
+                    page = app.live_page()
+                elif url.path == "/live.jpg":
+                    self._send(HTTPStatus.OK, app.live_image(), "image/jpeg")
+                    return
+                elif url.path == "/api/live":
+                    self._json(HTTPStatus.OK, app.live_status())
+                    return
                 elif match := re.fullmatch(r"/crop/(\d+)", url.path):
                     self._send(HTTPStatus.OK, app.crop(int(match.group(1))), "image/jpeg")
                     return

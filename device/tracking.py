@@ -42,6 +42,7 @@ class TrackerSettings(BaseModel):
 
 @dataclass
 class _Track:
+    id: int
     x: float
     y: float
     missed: int = 0
@@ -50,6 +51,7 @@ class _Track:
 @dataclass(frozen=True)
 class TrackResult:
     new: list[bool]  # one per detection: True = not seen before, to be counted
+    ids: list[int]  # one per detection: its track, stable while the cell stays in view
     shift: tuple[float, float]
     moved: bool
     reset: bool
@@ -61,6 +63,10 @@ class CellTracker:
         self._tracks: list[_Track] = []
         self._previous: np.ndarray | None = None
         self._window: np.ndarray | None = None
+        self._next_id = 0
+
+    def active_ids(self) -> set[int]:
+        return {track.id for track in self._tracks}
 
     def reset(self) -> None:
         self._tracks = []
@@ -100,7 +106,7 @@ class CellTracker:
         for track in self._tracks:
             track.x += dx
             track.y += dy
-        new = []
+        new, ids = [], []
         unmatched = list(range(len(self._tracks)))
         for cell in cells:
             cx, cy = cell.center
@@ -113,14 +119,17 @@ class CellTracker:
                     best, best_distance = index, distance
             if best is None:
                 new.append(True)
-                self._tracks.append(_Track(cx, cy))
+                self._tracks.append(_Track(self._next_id, cx, cy))
+                ids.append(self._next_id)
+                self._next_id += 1
             else:
                 new.append(False)
                 unmatched.remove(best)
                 track = self._tracks[best]
                 track.x, track.y, track.missed = cx, cy, 0
+                ids.append(track.id)
         for index in unmatched:
             self._tracks[index].missed += 1
         self._tracks = [t for t in self._tracks if t.missed <= self.settings.max_missed]
         moved = reset or float(np.hypot(dx, dy)) >= self.settings.moved_px
-        return TrackResult(new=new, shift=(dx, dy), moved=moved, reset=reset)
+        return TrackResult(new=new, ids=ids, shift=(dx, dy), moved=moved, reset=reset)

@@ -103,6 +103,7 @@ def test_reviews_are_new_rows_and_counts_follow_them(state, server):
 
 def test_beyond_localhost_a_token_is_required(state):
     httpd, token = make_server(state, "127.0.0.1", 0, token="s3cret")
+    assert token == "s3cret"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -192,3 +193,26 @@ def test_a_reviewer_in_chromium_moves_a_cell_and_signs_off(state, server, tmp_pa
     assert (reviews[-1]["reviewer"], reviews[-1]["new_class"]) == ("Dr Okafor", target)
     assert signoffs[0]["note"] == "checked all cells"
     assert (tmp_path / "review.png").stat().st_size > 10_000
+
+
+def test_live_view_shows_the_current_frame_and_figures(state, server):
+    status, image, _ = request(server + "/live.jpg")
+    assert status == 200 and image[:2] == b"\xff\xd8"
+    status, body, _ = request(server + "/api/live")
+    figures = json.loads(body)
+    assert status == 200 and {"focus", "focus_min", "clipped", "cast", "ok", "counts"} <= set(
+        figures)
+    assert sum(figures["counts"].values()) >= 1
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium on this machine (apt install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        page.goto(server + "/live")
+        page.wait_for_selector("#figures td:has-text('focus')")
+        assert "white cells" in page.inner_text("#count")
+        assert page.evaluate("document.getElementById('frame').naturalWidth") > 0
+        browser.close()
