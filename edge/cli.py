@@ -83,8 +83,19 @@ def train(
         "runs/train"
     ),
     recipe: Annotated[
-        str, typer.Option(help="Defaults: edgehemo, paper-adam, hemonet-sgd, plateau.")
-    ] = "edgehemo",
+        str | None,
+        typer.Option(help="Defaults: edgehemo, paper-adam, hemonet-sgd, plateau, finetune "
+                     "(default: edgehemo, or finetune with --finetune)."),
+    ] = None,
+    finetune: Annotated[
+        bool, typer.Option("--finetune", help="MODEL names trained weights (shipped name or "
+                           "best.pt) to adapt to --data, e.g. a site's reviewed crops.")
+    ] = False,
+    replay: Annotated[
+        Path | None, typer.Option(help="With --finetune: original training data to mix in, so "
+                                  "the model does not forget it.")
+    ] = None,
+    replay_count: Annotated[int, typer.Option(help="Replayed images.")] = 2000,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="(Peak) learning rate.")] = None,
@@ -123,13 +134,16 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
     name: Annotated[str, typer.Option(help="Name recorded in the model card.")] = "",
 ) -> None:
-    """Train an architecture; writes best.pt + best.json (model card), history, curves."""
+    """Train an architecture (or adapt trained weights with --finetune); writes best.pt +
+    best.json (model card), history, curves."""
     from edgehemo.train.loop import TrainConfig
     from edgehemo.train.loop import train as run_training
     from edgehemo.train.progress import progress_bar
 
     config = TrainConfig.from_recipe(
-        model, data, out, recipe_name=recipe, epochs=epochs, batch_size=batch_size, lr=lr,
+        model, data, out, recipe_name=recipe or ("finetune" if finetune else "edgehemo"),
+        finetune=finetune, replay=replay, replay_count=replay_count, epochs=epochs,
+        batch_size=batch_size, lr=lr,
         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
         gamma=gamma, loss=loss, label_smoothing=label_smoothing, focal_alpha=focal_alpha,
         focal_gamma=focal_gamma, augment=augment, ema=ema, patience=patience, seed=seed,

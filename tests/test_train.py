@@ -105,3 +105,23 @@ def test_training_on_an_image_folder_without_splits_holds_out_validation(samples
     assert result.card.data["train_images"] == 24 and result.card.data["val_images"] == 8
     assert result.card.classes == tuple(sorted(p.name for p in samples_dir.iterdir()
                                                if p.is_dir()))
+
+
+def test_finetune_adapts_shipped_weights_keeping_their_classes_and_preprocessing(
+        samples_dir, tmp_path):
+    from edgehemo.models import resolve_weights
+    from edgehemo.train.loop import TrainConfig, train
+
+    base = resolve_weights("cbam_cnn").card
+    site = tmp_path / "site"
+    for name in ("neutrophil", "lymphocyte"):  # a site with only some of the classes
+        (site / name).mkdir(parents=True)
+        for image in sorted((samples_dir / name).glob("*.jpg")):
+            (site / name / image.name).write_bytes(image.read_bytes())
+    config = TrainConfig.from_recipe("cbam_cnn", site, tmp_path / "run", recipe_name="finetune",
+                                     finetune=True, epochs=1, threads=1)
+    card = train(config).card
+    assert card.classes == base.classes and card.preprocessing == base.preprocessing
+    assert card.architecture == base.architecture == "cbam_cnn"
+    assert card.data["finetuned_from"] == "cbam_cnn"
+    assert card.training.recipe == "finetune"

@@ -24,12 +24,14 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from edgehemo.cards import ModelCard, TrainingRecord, write_card
-from edgehemo.datasets import ImageSet, load_dataset
+from edgehemo.datasets import ImageSet, align_classes, load_dataset
 from edgehemo.errors import DatasetError
+from edgehemo.models import resolve_weights
 from edgehemo.preprocess import PreprocessSpec, channel_statistics
 from edgehemo.store.atomic import sha256_file, write_atomically
 from edgehemo.train.augment import PRESETS
 from edgehemo.train.data import TrainBatches, predict_probabilities
+from edgehemo.train.evaluate import load_model
 from edgehemo.train.losses import make_loss
 from edgehemo.train.recipes import recipe
 from edgehemo.train.registry import count_parameters, create_model, model_info
@@ -64,6 +66,9 @@ class TrainConfig:
     threads: int = 0
     crop_fraction: float | None = None
     colour_norm: str = "none"
+    finetune: bool = False  # `model` names trained weights to adapt, not an architecture
+    replay: Path | None = None  # original training data mixed in while fine-tuning
+    replay_count: int = 2000
     limit: int = 0
     bf16: bool = False
     resume: bool = False
@@ -82,7 +87,7 @@ class TrainConfig:
         return cls(model=model, data=Path(data), out=Path(out), recipe=recipe_name, **values)
 
     def hyperparameters(self) -> dict[str, Any]:
-        skip = {"model", "data", "out", "resume", "name", "threads", "limit"}
+        skip = {"model", "data", "out", "resume", "name", "threads", "limit", "replay"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -122,6 +127,31 @@ def _has_val_split(path: Path) -> bool:
     if path.is_dir():
         return (path / "val").is_dir()
     return True
+
+
+def load_finetune_data(config: TrainConfig, card: ModelCard
+                       ) -> tuple[ImageSet, ImageSet, PreprocessSpec]:
+    """A site's labelled crops in the base model's class order and preprocessing (unchanged, so
+    the adapted model is fed exactly like the original), plus replayed original training data."""
+    spec = card.preprocessing
+    site = align_classes(load_dataset(config.data, "train", spec), card.classes)
+    if _has_val_split(config.data):
+        val = align_classes(load_dataset(config.data, "val", spec), card.classes)
+        train = site
+    else:
+        train, val = _stratified_holdout(site, 0.2, config.seed)
+    if config.replay is not None:
+        original = align_classes(load_dataset(config.replay, "train", spec), card.classes)
+        rng = np.random.default_rng(config.seed)
+        chosen = np.sort(rng.permutation(len(original))[: config.replay_count])
+        replay = original.subset(chosen)
+        train = ImageSet(np.concatenate([train.images, replay.images]),
+                         np.concatenate([train.labels, replay.labels]), card.classes,
+                         (), f"{site.source} + {len(replay)} replayed from {original.source}")
+    logger.info("fine-tuning on %d site images (+ replay: %d in all), validating on %d",
+                len(site) - len(val) if not _has_val_split(config.data) else len(site),
+                len(train), len(val))
+    return train, val, spec
 
 
 def load_training_data(config: TrainConfig) -> tuple[ImageSet, ImageSet, PreprocessSpec]:
@@ -236,11 +266,20 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     if config.augment not in PRESETS:
         raise ValueError(f"unknown augmentation {config.augment!r}; expected {', '.join(PRESETS)}")
     torch.manual_seed(config.seed)
-    train_set, val_set, spec = load_training_data(config)
+    base_weights = resolve_weights(config.model) if config.finetune else None
+    if base_weights is not None:
+        train_set, val_set, spec = load_finetune_data(config, base_weights.card)
+        architecture = base_weights.card.architecture
+    else:
+        train_set, val_set, spec = load_training_data(config)
+        architecture = config.model
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    model = create_model(config.model, num_classes=len(train_set.classes),
-                         input_size=spec.input_size)
+    if base_weights is not None:
+        model = load_model(base_weights.checkpoint, base_weights.card)
+    else:
+        model = create_model(config.model, num_classes=len(train_set.classes),
+                             input_size=spec.input_size)
     # channels_last is ~30% faster for these convolutions on CPU and changes no result.
     model = model.to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(config.seed)
@@ -335,8 +374,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     elapsed = time.perf_counter() - started
     checkpoint = out / "best.pt"
     card = ModelCard(
-        name=config.name or config.model,
-        architecture=config.model,
+        name=config.name or (base_weights.card.name if base_weights else config.model),
+        architecture=architecture,
         classes=train_set.classes,
         input_size=spec.input_size,
         preprocessing=spec,
@@ -344,7 +383,10 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         checkpoint_sha256=sha256_file(checkpoint),
         checkpoint_bytes=checkpoint.stat().st_size,
         data={"source": str(config.data), "train_images": len(train_set),
-              "val_images": len(val_set)},
+              "val_images": len(val_set),
+              **({"finetuned_from": base_weights.name,
+                  "finetuned_from_sha256": base_weights.card.checkpoint_sha256}
+                 if base_weights else {})},
         training=TrainingRecord(
             recipe=config.recipe,
             hyperparameters=config.hyperparameters(),

@@ -67,6 +67,20 @@ RECIPES: dict[str, dict[str, Any]] = {
         "ema": 0.998,
         "patience": 0,
     },
+    # Adapting trained weights to a new site from a few dozen labelled crops per class.
+    "finetune": {
+        "optimizer": "adamw",
+        "lr": 3e-4,
+        "weight_decay": 0.01,
+        "schedule": "onecycle",
+        "gamma": 0.0,
+        "epochs": 15,
+        "batch_size": 64,
+        "augment": "field",
+        "label_smoothing": 0.1,
+        "ema": 0.0,
+        "patience": 0,
+    },
 }
 
 

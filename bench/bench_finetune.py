@@ -1,0 +1,90 @@
+"""Site calibration, measured: fine-tune on 20 labelled crops per class from a "new site", then
+compare accuracy on that site and on the shared test split, before and after.
+
+    python bench/bench_finetune.py --model runs/x/best.pt --per-class 20
+
+The new site is the PBC validation images (pbc_jpeg_subset/val, 50 per class) re-stained to the
+colours of another lab (BCCD, Reinhard transfer: the hardest shift of bench_robustness.py).
+`--per-class` of them per class are the site's labelled crops; the others score the site. The
+fine-tune is the real command: `edgehemo train MODEL --finetune --data SITE --replay NPZ`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from bench_robustness import (
+    SHARED,
+    Model,
+    bccd_frames,
+    frame_raw,
+    lab_stats,
+    load_val,
+    reinhard,
+)
+
+from edgehemo.datasets import load_dataset
+from edgehemo.device.cellfinder import CellFinder, cut_crops
+
+
+def site_accuracy(model: Model, images: list[np.ndarray], labels: np.ndarray) -> float:
+    framed = np.stack([frame_raw(im, model.spec, 1.0) for im in images])
+    return float((model.predict(framed).argmax(1) == labels).mean())
+
+
+def test_accuracy(model: Model, npz: Path) -> float:
+    test = load_dataset(npz, "test", model.spec)
+    return float((model.predict(test.images).argmax(1) == test.labels).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="trained weights: name or best.pt")
+    parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--npz", type=Path, default=SHARED / "pbc_bloodmnist_like_64.npz")
+    parser.add_argument("--out", type=Path, help="keep the fine-tuned run here")
+    args = parser.parse_args()
+    images, labels, classes = load_val(SHARED / "pbc_jpeg_subset")
+    frames = bccd_frames(SHARED / "bccd")
+    finder = CellFinder()
+    colours = lab_stats([c[..., ::-1] for f in frames for c in cut_crops(f, finder.find(f), 200)])
+    site = [reinhard(im, colours) for im in images]
+    rng = np.random.default_rng(0)
+    labelled = np.zeros(len(site), dtype=bool)
+    for label in range(len(classes)):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        labelled[members[: args.per_class]] = True
+    held = [im for im, keep in zip(site, labelled, strict=True) if not keep]
+    held_labels = labels[~labelled]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "site"
+        for index in np.flatnonzero(labelled):
+            target = folder / classes[labels[index]] / f"{index:04d}.jpg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), site[index])
+        out = args.out or Path(tmp) / "run"
+        command = [sys.executable, "-m", "edgehemo.cli", "train", args.model, "--finetune",
+                   "--data", str(folder), "--replay", str(args.npz), "--epochs",
+                   str(args.epochs), "--out", str(out), "--threads", "2"]
+        print(" ".join(command[2:]))
+        subprocess.run(command, check=True)
+        before, after = Model(args.model), Model(str(out / "best.pt"))
+        rows = [("before", before), ("after", after)]
+        print(f"\nsite: PBC val re-stained to BCCD colours; {args.per_class} labelled crops per "
+              f"class for fine-tuning, {len(held)} held-out crops to score\n")
+        print("| model | site accuracy (held out) | shared test accuracy |")
+        print("|---|---:|---:|")
+        for name, model in rows:
+            print(f"| {name} | {site_accuracy(model, held, held_labels):.4f} | "
+                  f"{test_accuracy(model, args.npz):.4f} |")
+
+
+if __name__ == "__main__":
+    main()
