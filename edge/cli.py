@@ -215,6 +215,27 @@ def evaluate(
 
 
 @app.command()
+def explain(
+    model: Annotated[str, typer.Argument(help="Trained weights: shipped name or best.pt.")],
+    images: Annotated[list[Path], typer.Argument(help="Cell images.")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs.")] = Path("explain"),
+) -> None:
+    """Grad-CAM, attention maps and feature maps before/after attention, one PNG per image."""
+    from edgehemo.models import resolve_weights
+    from edgehemo.train.evaluate import load_model
+    from edgehemo.train.explain import explain_files
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such file: {', '.join(missing)}")
+    weights = resolve_weights(model)
+    written = explain_files(load_model(weights.checkpoint, weights.card), weights.card, images,
+                            out)
+    for path in written:
+        print(path)
+
+
+@app.command()
 def export(
     model: Annotated[str, typer.Argument(help="Shipped weights name or checkpoint .pt path.")],
     formats: Annotated[
