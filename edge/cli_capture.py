@@ -224,6 +224,10 @@ def report(
     = False,
     out: Annotated[Path | None, typer.Option(help="Output file (default report-<uid>.html).")]
     = None,
+    gradcam: Annotated[
+        str | None, typer.Option(help="Add Grad-CAM overlays from these torch weights (the "
+                                 "checkpoint the model was exported from; needs torch).")
+    ] = None,
     state_dir: StateDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -238,7 +242,12 @@ def report(
     directory = resolve_state_dir(state_dir, _load_config(config, {}))
     with ResultStore.in_dir(directory) as store:
         data = session_results(store, session)
-    text = render_report(data, directory)
+    overlays = None
+    if gradcam is not None:
+        from edgehemo.train.explain import session_overlays
+
+        overlays = session_overlays(gradcam, data, directory)
+    text = render_report(data, directory, overlays)
     target = out or Path(f"report-{data['uid']}.{'pdf' if pdf else 'html'}")
     if pdf:
         html_to_pdf(text, target)

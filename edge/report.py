@@ -65,8 +65,10 @@ def _bar_chart(counts: dict[str, int]) -> str:
             f'width="100%" style="max-width:{width}px">{"".join(bars)}</svg>')
 
 
-def render_report(session: dict[str, Any], state_dir: Path) -> str:
-    """The report of one session (the dict from `edgehemo.results.session_results`)."""
+def render_report(session: dict[str, Any], state_dir: Path,
+                  overlays: dict[int, bytes] | None = None) -> str:
+    """The report of one session (the dict from `edgehemo.results.session_results`), with
+    Grad-CAM overlays (cell id -> JPEG bytes) beside the crops when given."""
     e = html.escape
     cells = session.get("cells", [])
     counts, white = session["counts"], session["white_cells"]
@@ -121,7 +123,9 @@ def render_report(session: dict[str, Any], state_dir: Path) -> str:
     frames = session["frames"]
     rejected = ", ".join(f"{n} {why}" for why, n in sorted(frames["rejected"].items())) or "none"
     parts.append(f"<h2>Frames</h2><p>{frames['kept']} kept; rejected: {e(rejected)}.</p>")
-    parts.append("<h2>Cells by class</h2><p>Lowest confidence first.</p>")
+    parts.append("<h2>Cells by class</h2><p>Lowest confidence first."
+                 + (" Under each crop, its Grad-CAM: where the evidence for the class was."
+                    if overlays else "") + "</p>")
     by_label: dict[str, list[dict[str, Any]]] = {}
     for cell in cells:
         by_label.setdefault(cell["label"], []).append(cell)
@@ -139,6 +143,10 @@ def render_report(session: dict[str, Any], state_dir: Path) -> str:
             moved = (f"<br>model: {e(cell['class'])}" if cell["reviewed_class"]
                      and cell["reviewed_class"] != cell["class"] else "")
             image = f"<img alt='cell {cell['id']}' src='{uri}'>" if uri else "<i>no image</i>"
+            if overlays and cell["id"] in overlays:
+                heat = base64.b64encode(overlays[cell["id"]]).decode()
+                image += (f"<img alt='Grad-CAM of cell {cell['id']}' "
+                          f"src='data:image/jpeg;base64,{heat}'>")
             parts.append(f"<div class='cell {classes}'>{image}#{cell['id']} · "
                          f"{cell['confidence']:.0%}{moved}</div>")
         if len(group) > GALLERY_LIMIT:

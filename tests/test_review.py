@@ -216,3 +216,17 @@ def test_live_view_shows_the_current_frame_and_figures(state, server):
         assert "white cells" in page.inner_text("#count")
         assert page.evaluate("document.getElementById('frame').naturalWidth") > 0
         browser.close()
+
+
+def test_report_with_gradcam_from_the_source_checkpoint_only(state, tmp_path):
+    from edgehemo.errors import CheckpointError
+    from edgehemo.train.explain import session_overlays
+
+    with ResultStore.in_dir(state) as store:
+        data = session_results(store, None)
+    overlays = session_overlays("cbam_cnn", data, state)
+    assert len(overlays) == 8 and all(o[:2] == b"\xff\xd8" for o in overlays.values())
+    page = render_report(data, state, overlays)
+    assert page.count("Grad-CAM of cell") == 8
+    with pytest.raises(CheckpointError, match="not the checkpoint"):
+        session_overlays("se_cnn", data, state)

@@ -142,3 +142,43 @@ def explain_files(model: nn.Module, card: ModelCard, images: list[Path], out: Pa
         save_explanation(explanation, target, title=image_path.name)
         written.append(target)
     return written
+
+
+def gradcam_overlay(explanation: Explanation, size: int = 128) -> bytes:
+    """The Grad-CAM heat map blended over what the model saw, as JPEG bytes (for reports)."""
+    from edgehemo.preprocess import opencv
+
+    cv2 = opencv()
+    image = cv2.resize(explanation.image[..., ::-1], (size, size), interpolation=cv2.INTER_AREA)
+    heat = cv2.resize((explanation.gradcam * 255).astype(np.uint8), (size, size))
+    blended = cv2.addWeighted(image, 0.6, cv2.applyColorMap(heat, cv2.COLORMAP_JET), 0.4, 0)
+    ok, data = cv2.imencode(".jpg", blended, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the overlay")
+    return data.tobytes()
+
+
+def session_overlays(weights_name: str, session: dict, state_dir: Path) -> dict[int, bytes]:
+    """Grad-CAM overlays for every saved crop of a session (`edgehemo report --gradcam`)."""
+    from edgehemo.errors import CheckpointError, EdgehemoError
+    from edgehemo.models import resolve_artifact, resolve_weights
+    from edgehemo.train.evaluate import load_model
+
+    weights = resolve_weights(weights_name)
+    try:
+        artifact = resolve_artifact(session["model"])
+    except EdgehemoError:  # the artifact may live on another machine: no sha to compare
+        artifact = None
+    if artifact is not None and (artifact.manifest.source_checkpoint_sha256
+                                 != weights.card.checkpoint_sha256):
+        raise CheckpointError(
+            f"{weights_name} is not the checkpoint {session['model']} was exported from "
+            "(sha256 differs): its Grad-CAM would explain another model"
+        )
+    model = load_model(weights.checkpoint, weights.card)
+    overlays = {}
+    for cell in session["cells"]:
+        if cell["crop"]:
+            explanation = explain_image(model, weights.card, load_image(state_dir / cell["crop"]))
+            overlays[cell["id"]] = gradcam_overlay(explanation)
+    return overlays
