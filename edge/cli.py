@@ -96,6 +96,10 @@ def train(
                                   "the model does not forget it.")
     ] = None,
     replay_count: Annotated[int, typer.Option(help="Replayed images.")] = 2000,
+    pretrained: Annotated[
+        Path | None, typer.Option(help="Local state dict to start from (e.g. ImageNet backbone "
+                                  "weights in edgehemo's layout); nothing is downloaded.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="(Peak) learning rate.")] = None,
@@ -142,7 +146,8 @@ def train(
 
     config = TrainConfig.from_recipe(
         model, data, out, recipe_name=recipe or ("finetune" if finetune else "edgehemo"),
-        finetune=finetune, replay=replay, replay_count=replay_count, epochs=epochs,
+        finetune=finetune, replay=replay, replay_count=replay_count, pretrained=pretrained,
+        epochs=epochs,
         batch_size=batch_size, lr=lr,
         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
         gamma=gamma, loss=loss, label_smoothing=label_smoothing, focal_alpha=focal_alpha,

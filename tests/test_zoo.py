@@ -20,6 +20,16 @@ EXPECTED_PARAMS = {
     "sa_vgg15": 7_077_335,
     "cbam_vgg15": 7_253_167,
     "hemonet": 26_099_025,
+    "hemonet_gap": 539_985,
+}
+
+# Backbone ("features") parameters against the reference implementations (torchvision's
+# densenet201 / vgg19_bn / efficientnet_v2_s / efficientnet_b3 minus their ImageNet classifier).
+BACKBONE_PARAMS = {
+    "densenet201_cbam": 18_092_928,
+    "vgg19_mhsa": 20_035_392,
+    "efficientnetv2_s_ma": 20_177_488,
+    "efficientnet_b3_ma": 10_696_232,
 }
 
 
@@ -49,7 +59,7 @@ def test_input_size_is_a_parameter():
 def test_hemonet_forward_and_classifier_size():
     model = create_model("hemonet").eval()
     assert model(torch.randn(1, 3, 224, 224)).shape == (1, 3)
-    first_dense = model.classifier[1]
+    first_dense = model.classifier[2]
     assert first_dense.in_features == 50_176 and first_dense.out_features == 512
 
 
@@ -64,3 +74,30 @@ def test_duplicate_registration_is_refused():
 
     with pytest.raises(ValueError, match="already registered"):
         register_model(input_size=64, family="x")(cbam_cnn)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONE_PARAMS))
+def test_literature_models_match_their_reference_backbones_and_run(name):
+    model = create_model(name, num_classes=4).eval()
+    backbone = sum(p.numel() for n, p in model.named_parameters() if n.startswith("features."))
+    assert backbone == BACKBONE_PARAMS[name]
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 4)
+
+
+def test_pretrained_weights_load_what_fits_and_refuse_what_does_not(tmp_path):
+    from edgehemo.errors import CheckpointError
+    from edgehemo.train.loop import load_pretrained
+
+    source = create_model("hemonet_gap", num_classes=3)
+    backbone = {k: v for k, v in source.state_dict().items() if k.startswith("features.")}
+    path = tmp_path / "backbone.pt"
+    torch.save(backbone, path)
+    target = create_model("hemonet_gap", num_classes=8)
+    loaded = load_pretrained(target, path)
+    assert loaded == sorted(backbone)
+    first = next(iter(backbone))
+    assert torch.equal(target.state_dict()[first], source.state_dict()[first])
+    torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="none of its 1 tensors fits"):
+        load_pretrained(target, tmp_path / "other.pt")

@@ -29,6 +29,7 @@ class HemoNet(nn.Module):
         hidden: int = 512,
         dropout: float = 0.3,
         reduction: int = 8,
+        global_pool: bool = False,
     ) -> None:
         super().__init__()
         if input_size % 16:
@@ -43,8 +44,9 @@ class HemoNet(nn.Module):
             blocks.append(nn.Sequential(*layers))
             previous = width
         self.features = nn.Sequential(*blocks)
-        side = input_size // 16
+        side = 1 if global_pool else input_size // 16
         self.classifier = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1) if global_pool else nn.Identity(),
             nn.Flatten(),
             nn.Linear(previous * side * side, hidden),
             nn.ReLU(inplace=True),
@@ -60,3 +62,11 @@ class HemoNet(nn.Module):
 def hemonet(*, num_classes: int = 3, input_size: int = 224, **kwargs: object) -> HemoNet:
     """HemoNet as published (ALL/AML/MM by default; num_classes is a parameter)."""
     return HemoNet(num_classes=num_classes, input_size=input_size, **kwargs)
+
+
+
+@register_model(input_size=224, family="hemonet", paper=PAPER + " (compact: global pooling)")
+def hemonet_gap(*, num_classes: int = 3, input_size: int = 224, **kwargs: object) -> HemoNet:
+    """HemoNet with global average pooling before the classifier: its 50,176x512 dense layer
+    (25.7M of ~26M parameters) becomes 256x512."""
+    return HemoNet(num_classes=num_classes, input_size=input_size, global_pool=True, **kwargs)
