@@ -21,17 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgehemo.device.cellfinder import CellFinder, CellFinderSettings
+from edgehemo.device.cellfinder import CellFinder, CellFinderSettings, box_iou
 
 BCCD = Path(__file__).resolve().parents[2] / "shared" / "data" / "bccd"
-
-
-def iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
 
 
 def load(root: Path):
@@ -63,7 +55,7 @@ def score(finder: CellFinder, ids, boxes, frames):
         used: set[int] = set()
         for box in found:
             best = max(
-                ((iou(box, t), j) for j, t in enumerate(truth) if j not in used),
+                ((box_iou(box, t), j) for j, t in enumerate(truth) if j not in used),
                 default=(0.0, -1),
             )
             if best[0] >= 0.5:
@@ -75,7 +67,7 @@ def score(finder: CellFinder, ids, boxes, frames):
         for j, t in enumerate(truth):
             if j not in used:
                 fn += 1
-                best = max((iou(box, t) for box in found), default=0.0)
+                best = max((box_iou(box, t) for box in found), default=0.0)
                 misses.append((image_id, t, round(best, 2)))
     recall = tp / max(1, tp + fn)
     precision = tp / max(1, tp + fp)

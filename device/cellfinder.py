@@ -125,6 +125,15 @@ class CellFinder:
         return cells
 
 
+def box_iou(a: Box | tuple[float, ...], b: Box | tuple[float, ...]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
 def _clip(box: tuple[float, float, float, float], width: int, height: int) -> Box:
     x0, y0, x1, y1 = box
     return (max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1)))

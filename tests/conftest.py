@@ -89,11 +89,3 @@ def clip_frames() -> list[np.ndarray]:
 def field_frame(clip_frames, field: int) -> np.ndarray:
     """The first (undrifted) frame of a field of the clip."""
     return clip_frames[0 if field == 0 else field * 8]
-
-
-def box_iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0

@@ -8,12 +8,17 @@ from conftest import (
     CLIP_FIELDS,
     REPO,
     SHARED_BCCD,
-    box_iou,
     field_frame,
     requires_shared_bccd,
 )
 
-from edgehemo.device.cellfinder import CellFinder, CellFinderSettings, FoundCell, cut_crops
+from edgehemo.device.cellfinder import (
+    CellFinder,
+    CellFinderSettings,
+    FoundCell,
+    box_iou,
+    cut_crops,
+)
 
 
 def test_finds_every_annotated_white_cell_of_the_bundled_clip(clip_frames):
