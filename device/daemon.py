@@ -8,6 +8,7 @@ moment leaves every committed result, and at worst an orphan but complete JPEG.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -44,6 +45,7 @@ from edgehemo.store import (
     FrameRecord,
     ResultStore,
     SessionInfo,
+    StorageError,
     write_atomically,
 )
 
@@ -187,6 +189,11 @@ class CaptureDaemon:
         try:
             self._loop(source, pipeline, store, summary, classifier)
             store.finish_session(session_id, reason=summary.end_reason)
+        except BaseException as error:
+            with contextlib.suppress(StorageError):  # say why; what was committed stays
+                store.finish_session(session_id, status="interrupted",
+                                     reason=f"{type(error).__name__}: {error}")
+            raise
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
@@ -194,7 +201,10 @@ class CaptureDaemon:
             summary.differential = session.differential()
             summary.attention = session.attention_summary()
             summary.white_cells = session.white_cells
-            self._write_status(summary, session, None, None, active=False)
+            try:
+                self._write_status(summary, session, None, None, active=False)
+            except OSError as error:  # e.g. the disk is full: the results are already safe
+                logger.warning("could not write the final status: %s", error)
             store.close()
         return summary
 
