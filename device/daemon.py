@@ -180,7 +180,9 @@ class CaptureDaemon:
             source=source.description, model=manifest.name, model_sha256=manifest.sha256,
             backend=c.backend, classes=manifest.classes, sample_id=c.sample_id,
             operator=c.operator, notes=c.notes, target_count=c.target_count,
-            settings=self.config.model_dump(mode="json"),
+            settings={**self.config.model_dump(mode="json"),
+                      "model_preprocessing": manifest.preprocessing.model_dump(mode="json"),
+                      "colour_reference": manifest.colour_reference is not None},
         ))
         summary = CaptureSummary(uid, session_id, self.state_dir)
         logger.info("session %s started: %s on %s, model %s (%s)", uid, source.description,
