@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories, one per seed")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--dry-run", action="store_true", help="report only, copy nothing")
+    parser.add_argument("--note", default="", help="appended to the card's notes")
     args = parser.parse_args()
 
     data_sha = sha256_file(args.data)
@@ -73,6 +74,7 @@ def main() -> None:
         f"Chosen by validation accuracy among seeds {spread['seeds']}. Split: our own stratified "
         "split of the PBC images (BloodMNIST preprocessing), not the official BloodMNIST split. "
         "Single lab, single analyser, one stain: expect lower accuracy on other microscopes."
+        + (f" {args.note}" if args.note else "")
     )
     target = shipped_weights_dir() / f"{args.name}.pt"
     shutil.copyfile(chosen["checkpoint"], target)
