@@ -13,7 +13,8 @@ Part 2 - BCCD full-field frames (another lab, no cell-type labels): cells found 
 finder, then the predicted class mix, mean confidence, low-confidence and unfamiliar shares, and
 stability (the same frame shifted by 3 pixels and JPEG re-encoded: same class for the same cell?).
 
-Models are exported artifacts (run through the device runtime) or torch checkpoints (.pt).
+Models are exported artifacts run through the device runtime (NAME or NAME:BACKEND, e.g.
+cbam_cnn_int8:tflite) or torch weights (a shipped name or a .pt checkpoint).
 Validation only: the test split is not read here.
 """
 
@@ -41,13 +42,14 @@ Predict = Callable[[np.ndarray], np.ndarray]
 class Model:
     def __init__(self, name: str) -> None:
         self.name = Path(name).parent.name if name.endswith(".pt") else name
-        if not is_artifact_name(name):
+        if not is_artifact_name(name.partition(":")[0]):
             self._load_torch(name)
         else:
             from edgehemo.device.classifier import Classifier
 
-            classifier = Classifier.load(name, backend="tflite" if name.endswith(".tflite")
-                                         else "cpu", settings={"threads": 1})
+            artifact, _, backend = name.partition(":")  # e.g. cbam_cnn_int8:tflite
+            classifier = Classifier.load(artifact, backend=backend or "cpu",
+                                         settings={"threads": 1})
             self.spec: PreprocessSpec = classifier.manifest.preprocessing
             self.classes = classifier.manifest.classes
             self.reference: ColourReference | None = classifier.manifest.colour_reference
