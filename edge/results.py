@@ -116,5 +116,7 @@ def differential_lines(session: dict[str, Any]) -> list[str]:
     unfamiliar = sum(1 for c in cells if UNFAMILIAR in c["flags"])
     if session_looks_unfamiliar(len(cells), unfamiliar):
         lines.append("WARNING: " + unfamiliar_warning(len(cells), unfamiliar))
+    elif unfamiliar:
+        lines.append(f"{unfamiliar} cell(s) look unlike the training images")
     lines.append("Screening aid only: a qualified person must confirm these results.")
     return lines
