@@ -9,8 +9,6 @@ capture loop pays for one JPEG encode every `every_s`, not per frame.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,17 +19,10 @@ from edgehemo.device.pipeline import FrameOutcome
 from edgehemo.device.quality import QualitySettings
 from edgehemo.device.session import SlideSession
 from edgehemo.preprocess import opencv
+from edgehemo.store.atomic import write_atomically
 
 LIVE_IMAGE = "live.jpg"
 LIVE_STATUS = "live.json"
-
-
-def _replace(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 class LivePublisher:
@@ -67,7 +58,7 @@ class LivePublisher:
                         cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2, cv2.LINE_AA)
         ok, data = cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY, 70])
         if ok:
-            _replace(self.state_dir / LIVE_IMAGE, data.tobytes())
+            write_atomically(self.state_dir / LIVE_IMAGE, data.tobytes(), durable=False)
         q = outcome.quality
         status: dict[str, Any] = {
             "updated": time.time(),
@@ -80,7 +71,8 @@ class LivePublisher:
             "white_cells": session.white_cells, "target": session.target_count,
             "fps": round(fps, 1),
         }
-        _replace(self.state_dir / LIVE_STATUS, json.dumps(status).encode())
+        write_atomically(self.state_dir / LIVE_STATUS, json.dumps(status).encode(),
+                         durable=False)
         self.published += 1
         return True
 
