@@ -116,7 +116,7 @@ class ReviewApp:
         self.token = token
 
     def store(self) -> ResultStore:
-        return ResultStore.in_dir(self.state_dir)
+        return ResultStore.existing(self.state_dir)
 
     # pages
 
@@ -224,11 +224,10 @@ class ReviewApp:
 
     def crop(self, cell_id: int) -> bytes:
         with self.store() as store:
-            row = store._db.execute("SELECT crop_path FROM cells WHERE id = ?",
-                                    (cell_id,)).fetchone()
-        if row is None or not row[0]:
+            relative = store.crop_path(cell_id)
+        if not relative:
             raise FileNotFoundError(f"no image for cell {cell_id}")
-        path = (self.state_dir / row[0]).resolve()
+        path = (self.state_dir / relative).resolve()
         if self.state_dir.resolve() not in path.parents:
             raise PermissionError("crop outside the state directory")
         return path.read_bytes()
@@ -300,7 +299,8 @@ def make_handler(app: ReviewApp) -> type[BaseHTTPRequestHandler]:
             status = {FileNotFoundError: HTTPStatus.NOT_FOUND,
                       PermissionError: HTTPStatus.FORBIDDEN}.get(type(error),
                                                                  HTTPStatus.BAD_REQUEST)
-            if isinstance(error, StorageError) and "no session" in str(error):
+            if isinstance(error, StorageError) and ("no session" in str(error)
+                                                    or "no cell" in str(error)):
                 status = HTTPStatus.NOT_FOUND
             self._json(status, {"error": str(error)})
 
@@ -379,7 +379,7 @@ def export_reviewed(state_dir: Path, sessions: list[str], out: Path) -> dict[str
     import shutil
 
     exported: dict[str, int] = {}
-    with ResultStore.in_dir(state_dir) as store:
+    with ResultStore.existing(state_dir) as store:
         keys = sessions or [s["uid"] for s in store.sessions()]
         for key in keys:
             data = session_results(store, key)

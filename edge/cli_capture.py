@@ -122,15 +122,11 @@ def results(
     from edgehemo.device.config import resolve_state_dir
     from edgehemo.results import all_results, differential_lines, to_csv
     from edgehemo.store import ResultStore
-    from edgehemo.store.db import DATABASE_NAME
 
     if csv_output and json_output:
         raise ValueError("choose one of --csv and --json")
     directory = resolve_state_dir(state_dir, _load_config(config, {}))
-    if not (directory / DATABASE_NAME).is_file():
-        raise FileNotFoundError(f"no results in {directory} yet (run `edgehemo capture` first, "
-                                "or give --state-dir)")
-    with ResultStore.in_dir(directory) as store:
+    with ResultStore.existing(directory) as store:
         data = all_results(store, session, every_session=every_session)
     if json_output:
         text = json.dumps(data, indent=2) + "\n"
@@ -240,7 +236,7 @@ def report(
     if pdf and html_output:
         raise ValueError("choose one of --pdf and --html")
     directory = resolve_state_dir(state_dir, _load_config(config, {}))
-    with ResultStore.in_dir(directory) as store:
+    with ResultStore.existing(directory) as store:
         data = session_results(store, session)
     overlays = None
     if gradcam is not None:
@@ -269,9 +265,15 @@ def review(
     """Serve the review page: confirm or correct each cell, sign off sessions (Ctrl-C stops)."""
     from edgehemo.device.config import resolve_state_dir
     from edgehemo.device.review import make_server
+    from edgehemo.store import ResultStore
 
     directory = resolve_state_dir(state_dir, _load_config(config, {}))
-    server, required = make_server(directory, host, port, token)
+    ResultStore.existing(directory).close()  # say now, not on the first page, if there is none
+    try:
+        server, required = make_server(directory, host, port, token)
+    except OSError as error:
+        raise ValueError(f"cannot serve on {host}:{port}: {error.strerror} "
+                         "(another review server running? try --port)") from error
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     suffix = f"/?token={required}" if required else "/"
     console.print(f"review page: http://{shown}:{server.server_address[1]}{suffix}  "

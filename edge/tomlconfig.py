@@ -23,14 +23,15 @@ class ConfigError(EdgehemoError):
     """A config file or override is malformed, has an unknown key or a bad value."""
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path) -> tuple[dict[str, Any], str]:
+    """The parsed file and its text (kept to point errors at their line)."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config file ({error.strerror})") from error
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
 
@@ -84,8 +85,7 @@ def load_model(model: type[Model], path: str | Path | None,
     text = None
     source = "command line"
     if path is not None:
-        data = read_toml(path)
-        text = Path(path).read_text()
+        data, text = read_toml(path)
         source = str(path)
     for dotted, value in (overrides or {}).items():
         set_dotted(data, dotted, value)

@@ -95,7 +95,17 @@ class ResultStore:
 
     @classmethod
     def in_dir(cls, state_dir: str | Path) -> ResultStore:
+        """The database of a state directory, created if it is not there (the daemon)."""
         return cls(Path(state_dir) / DATABASE_NAME)
+
+    @classmethod
+    def existing(cls, state_dir: str | Path) -> ResultStore:
+        """The database of a state directory for readers: never creates one."""
+        path = Path(state_dir) / DATABASE_NAME
+        if not path.is_file():
+            raise StorageError(f"no results in {state_dir} yet (run `edgehemo capture` first, "
+                               "or give --state-dir)")
+        return cls(path)
 
     def close(self) -> None:
         self._db.close()
@@ -301,12 +311,12 @@ class ResultStore:
             out.append(cell)
         return out
 
-    def counts(self, session_id: int) -> dict[str, int]:
-        rows = self._db.execute(
-            "SELECT class, COUNT(*) FROM cells WHERE session_id = ? GROUP BY class",
-            (session_id,),
-        ).fetchall()
-        return {row[0]: int(row[1]) for row in rows}
+    def crop_path(self, cell_id: int) -> str | None:
+        """The crop image of a cell, relative to the state directory (None: not saved)."""
+        row = self._db.execute("SELECT crop_path FROM cells WHERE id = ?", (cell_id,)).fetchone()
+        if row is None:
+            raise StorageError(f"no cell {cell_id}")
+        return row[0]
 
     def frame_summary(self, session_id: int) -> dict[str, Any]:
         kept, rejected = 0, {}
