@@ -5,8 +5,8 @@ since the last kept frame (phase correlation on a small grey copy), moves its tr
 and matches new detections to them by distance: a match is a cell already counted. When the shift
 cannot be trusted (the stage moved by more than `max_shift_fraction` of the frame, or the
 correlation peak is weak) every track is dropped and all cells in view are new. On the bundled clip
-the peak is 0.93-0.97 for a drifting still field, 0.8-0.9 for a 20-80 pixel pan and 0.01-0.15
-between different fields.
+(`bench/bench_frame_stages.py`) the peak is 0.94-0.99 for a drifting still field, 0.79-0.90 for a
+20-80 pixel pan and 0.01-0.15 between different fields.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class TrackResult:
     shift: tuple[float, float]
     moved: bool
     reset: bool
+    response: float = 0.0  # phase-correlation peak against the previous kept frame
 
 
 class CellTracker:
@@ -81,24 +82,24 @@ class CellTracker:
                             cv2.COLOR_BGR2GRAY).astype(np.float32)
         return grey, scale
 
-    def _shift(self, grey: np.ndarray, scale: float) -> tuple[float, float, bool]:
+    def _shift(self, grey: np.ndarray, scale: float) -> tuple[float, float, bool, float]:
         """Field shift in frame pixels since the previous kept frame, and whether to trust it."""
         cv2 = opencv()
         previous = self._previous
         self._previous = grey
         if previous is None or previous.shape != grey.shape:
-            return 0.0, 0.0, False
+            return 0.0, 0.0, False, 0.0
         if self._window is None or self._window.shape != grey.shape:
             self._window = cv2.createHanningWindow(grey.shape[::-1], cv2.CV_32F)
         (dx, dy), response = cv2.phaseCorrelate(previous, grey, self._window)
         limit = self.settings.max_shift_fraction * min(grey.shape)
         trusted = response >= self.settings.min_response and max(abs(dx), abs(dy)) <= limit
-        return dx * scale, dy * scale, trusted
+        return dx * scale, dy * scale, trusted, float(response)
 
     def update(self, frame_bgr: np.ndarray, cells: list[FoundCell]) -> TrackResult:
         grey, scale = self._small_grey(frame_bgr)
         had_tracks = bool(self._tracks) or self._previous is not None
-        dx, dy, trusted = self._shift(grey, scale)
+        dx, dy, trusted, response = self._shift(grey, scale)
         reset = had_tracks and not trusted
         if not trusted:
             self._tracks = []
@@ -132,4 +133,5 @@ class CellTracker:
             self._tracks[index].missed += 1
         self._tracks = [t for t in self._tracks if t.missed <= self.settings.max_missed]
         moved = reset or float(np.hypot(dx, dy)) >= self.settings.moved_px
-        return TrackResult(new=new, ids=ids, shift=(dx, dy), moved=moved, reset=reset)
+        return TrackResult(new=new, ids=ids, shift=(dx, dy), moved=moved, reset=reset,
+                           response=response)
