@@ -70,7 +70,6 @@ class CaptureSummary:
     seconds: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     differential: list[tuple[str, int, float]] = field(default_factory=list)
-    attention: list[str] = field(default_factory=list)
     white_cells: int = 0
     source_outages: int = 0
 
@@ -201,7 +200,8 @@ class CaptureDaemon:
                 signal.signal(number, handler)
             source.close()
             summary.differential = session.differential()
-            summary.attention = session.attention_summary()
+            for line in session.attention_summary():  # for the journal of a service
+                logger.warning("session %s: %s", uid, line)
             summary.white_cells = session.white_cells
             try:
                 self._write_status(summary, session, None, None, active=False)

@@ -125,12 +125,13 @@ class ReviewApp:
         with self.store() as store:
             rows = []
             for session in reversed(store.sessions()):
-                data = session_results(store, session["id"])
+                data = session_results(store, session["id"], with_cells=False)
                 signed = "signed off" if data["signoffs"] else ""
                 rows.append(
                     f"<tr><td><a href='/session/{e(session['uid'])}'>{e(session['uid'])}</a></td>"
                     f"<td>{e(session['sample_id'] or '-')}</td><td>{e(session['started_at'])}"
-                    f"</td><td>{e(session['status'])}</td><td class='n'>{len(data['cells'])}</td>"
+                    f"</td><td>{e(session['status'])}</td><td class='n'>"
+                    f"{sum(data['model_counts'].values())}</td>"
                     f"<td class='n'>{data['reviewed_cells']}</td><td>{signed}</td></tr>")
         return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
                 f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
