@@ -388,6 +388,10 @@ def export_reviewed(state_dir: Path, sessions: list[str], out: Path) -> dict[str
                 label = cell["reviewed_class"]
                 if label is None or label == NOT_A_CELL or not cell["crop"]:
                     continue
+                if not (state_dir / cell["crop"]).is_file():
+                    logger.warning("cell %s: its crop %s is missing, not exported", cell["id"],
+                                   cell["crop"])
+                    continue
                 target = out / label / f"{data['uid']}-{cell['id']}.jpg"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(state_dir / cell["crop"], target)
