@@ -23,9 +23,10 @@ import numpy as np
 from edgehemo.device.cellfinder import CellFinder, grow, window
 from edgehemo.device.classifier import Classifier
 from edgehemo.device.config import CaptureConfig
+from edgehemo.device.fieldfinder import WholeFrameFinder
 from edgehemo.device.live import LivePublisher
 from edgehemo.device.notify import SystemdNotifier
-from edgehemo.device.pipeline import STAGES, FrameOutcome, FramePipeline
+from edgehemo.device.pipeline import STAGES, Finder, FrameOutcome, FramePipeline
 from edgehemo.device.quality import QualityGate
 from edgehemo.device.session import SlideSession
 from edgehemo.device.sources import (
@@ -37,7 +38,6 @@ from edgehemo.device.sources import (
 )
 from edgehemo.device.status import write_status
 from edgehemo.device.tracking import CellTracker
-from edgehemo.errors import CheckpointError
 from edgehemo.preprocess import opencv
 from edgehemo.store import (
     CellRecord,
@@ -154,11 +154,13 @@ class CaptureDaemon:
             settings={"threads": c.threads, **self.config.backend_options},
         )
         manifest = classifier.manifest
-        if manifest.takes != "cell_crop":
-            raise CheckpointError(
-                f"{manifest.name} classifies {manifest.takes.replace('_', ' ')}s; capture finds "
-                "cells and needs a model that takes cell crops (e.g. cbam_cnn_int8)"
-            )
+        finder: Finder
+        if manifest.takes == "whole_frame":
+            finder = WholeFrameFinder(manifest.preprocessing.crop_fraction)
+            logger.info("%s takes whole frames: each field of view is classified once",
+                        manifest.name)
+        else:
+            finder = CellFinder(self.config.cellfinder)
         store = ResultStore.in_dir(self.state_dir)
         _remove_partial_files(self.state_dir / "crops")
         interrupted = store.mark_interrupted()
@@ -169,7 +171,7 @@ class CaptureDaemon:
         pipeline = FramePipeline(
             classifier.predict_framed, manifest.classes, manifest.preprocessing.input_size,
             session, quality=QualityGate(self.config.quality),
-            finder=CellFinder(self.config.cellfinder), tracker=CellTracker(self.config.tracking),
+            finder=finder, tracker=CellTracker(self.config.tracking),
             colour_reference=manifest.colour_reference,
         )
         if manifest.colour_reference is None:
@@ -181,6 +183,7 @@ class CaptureDaemon:
             operator=c.operator, notes=c.notes, target_count=c.target_count,
             settings={**self.config.model_dump(mode="json"),
                       "model_preprocessing": manifest.preprocessing.model_dump(mode="json"),
+                      "model_takes": manifest.takes,
                       "colour_reference": manifest.colour_reference is not None},
         ))
         summary = CaptureSummary(uid, session_id, self.state_dir)

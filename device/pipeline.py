@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -47,17 +48,23 @@ class FrameOutcome:
 Predict = Callable[[np.ndarray], np.ndarray]  # framed RGB uint8 (N,S,S,3) -> probabilities
 
 
+class Finder(Protocol):
+    """What to classify in a frame: the white cells (CellFinder) or the field (WholeFrameFinder)."""
+
+    def find(self, frame_bgr: np.ndarray) -> list[FoundCell]: ...
+
+
 class FramePipeline:
     def __init__(self, predict: Predict, classes: tuple[str, ...], input_size: int,
                  session: SlideSession, *, quality: QualityGate | None = None,
-                 finder: CellFinder | None = None, tracker: CellTracker | None = None,
+                 finder: Finder | None = None, tracker: CellTracker | None = None,
                  colour_reference: ColourReference | None = None) -> None:
         self.predict = predict
         self.classes = classes
         self.input_size = input_size
         self.session = session
         self.quality = quality or QualityGate()
-        self.finder = finder or CellFinder()
+        self.finder: Finder = finder or CellFinder()
         self.tracker = tracker or CellTracker()
         self.colour_reference = colour_reference
         self._track_labels: dict[int, str] = {}

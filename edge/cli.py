@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast, get_args
 
 import typer
 from rich.console import Console
@@ -127,6 +127,11 @@ def train(
     crop_fraction: Annotated[
         float | None, typer.Option(help="Centre crop of raw images, fraction of shorter side.")
     ] = None,
+    input_size: Annotated[
+        int | None, typer.Option(help="Input side in pixels (default: the architecture's, "
+                                 "e.g. 224 for hemonet); e.g. 64 to train a large model on the "
+                                 "64x64 crops.")
+    ] = None,
     colour_norm: Annotated[
         str, typer.Option(help="none, or per_image (standardise each image's colours; for "
                           "cameras and stains unlike the training data).")
@@ -134,7 +139,10 @@ def train(
     bf16: Annotated[
         bool, typer.Option(help="bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX).")
     ] = False,
-    limit: Annotated[int, typer.Option(help="Use only N training images (smoke runs).")] = 0,
+    limit: Annotated[
+        int, typer.Option(help="Use only N training images (smoke runs, or a time-boxed run of "
+                          "a large model).")
+    ] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
     name: Annotated[str, typer.Option(help="Name recorded in the model card.")] = "",
 ) -> None:
@@ -152,7 +160,8 @@ def train(
         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
         gamma=gamma, loss=loss, label_smoothing=label_smoothing, focal_alpha=focal_alpha,
         focal_gamma=focal_gamma, augment=augment, ema=ema, patience=patience, seed=seed,
-        threads=threads, crop_fraction=crop_fraction, colour_norm=colour_norm, bf16=bf16,
+        threads=threads, crop_fraction=crop_fraction, input_size=input_size,
+        colour_norm=colour_norm, bf16=bf16,
         limit=limit, resume=resume,
         name=name,
     )
@@ -255,16 +264,26 @@ def export(
         typer.Option(help="Data whose test split is measured (default: the calibration data)."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("exported"),
+    takes: Annotated[
+        str, typer.Option(help="What capture feeds the model: cell_crop (cells the cell finder "
+                          "cuts) or whole_frame (each field of view, e.g. HemoNet trained on "
+                          "whole-field ALL/AML/MM images).")
+    ] = "cell_crop",
 ) -> None:
     """Export to ONNX and TFLite (fp32, int8) with manifests; measures each through the
     device runtime: accuracy, agreement with fp32, torch parity."""
     from rich.table import Table
 
     from edgehemo.export.pipeline import export_model, parse_formats
+    from edgehemo.manifest import Takes
 
+    if takes not in get_args(Takes):
+        raise typer.BadParameter(f"--takes must be one of {', '.join(get_args(Takes))}, "
+                                 f"not {takes!r}")
     rows = export_model(
         model, formats=parse_formats(formats), calibration=calibration,
         calibration_count=calibration_count, eval_data=eval_data or calibration, out=out,
+        takes=cast(Takes, takes),
         progress=lambda message: console.print(f"[dim]{message}[/dim]"),
     )
     table = Table(title=f"export of {model}")

@@ -22,6 +22,7 @@ from edgehemo.store.atomic import sha256_file
 MANIFEST_VERSION = 1
 Format = Literal["onnx", "tflite"]
 Precision = Literal["fp32", "int8"]
+Takes = Literal["cell_crop", "whole_frame"]
 
 
 class TensorSpec(BaseModel):
@@ -50,7 +51,7 @@ class ArtifactManifest(BaseModel):
     file: str = Field(description="Artifact file name, next to this manifest.")
     sha256: str
     bytes: int
-    takes: Literal["cell_crop", "whole_frame"] = "cell_crop"
+    takes: Takes = "cell_crop"
     classes: tuple[str, ...]
     input: TensorSpec
     output: TensorSpec

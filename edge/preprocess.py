@@ -76,6 +76,12 @@ def load_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def centre_square(height: int, width: int, crop_fraction: float) -> tuple[int, int, int]:
+    """(top, left, side) of the centred square that is `crop_fraction` of the shorter side."""
+    side = max(1, round(crop_fraction * min(height, width)))
+    return (height - side) // 2, (width - side) // 2, side
+
+
 def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Centre-crop a raw RGB image to a square and resize it to the model's input size.
 
@@ -87,8 +93,7 @@ def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     height, width = image.shape[:2]
     if height == width == spec.input_size:
         return np.ascontiguousarray(image)
-    side = max(1, round(spec.crop_fraction * min(height, width)))
-    top, left = (height - side) // 2, (width - side) // 2
+    top, left, side = centre_square(height, width, spec.crop_fraction)
     square = image[top : top + side, left : left + side]
     if side == spec.input_size:
         return np.ascontiguousarray(square)

@@ -82,6 +82,9 @@ def render_report(session: dict[str, Any], state_dir: Path,
     ]
     if session_looks_unfamiliar(len(cells), unfamiliar):
         parts.append(f"<div class='alert'>{e(unfamiliar_warning(len(cells), unfamiliar))}</div>")
+    if session.get("unit") == "field":
+        parts.append("<div class='alert'>Whole-frame model: each counted item below is one field "
+                     "of view, not one cell.</div>")
     signoffs = session.get("signoffs", [])
     review_line = (
         f"{session.get('reviewed_cells', 0)} of {len(cells)} cells reviewed; "

@@ -53,6 +53,8 @@ def session_results(store: ResultStore, key: str | int | None = None, *,
         "uid", "id", "sample_id", "operator", "notes", "started_at", "ended_at", "status",
         "end_reason", "source", "model", "model_sha256", "backend", "target_count")}
     out["classes"] = classes
+    # A whole-frame model classifies fields of view: each "cell" row is one field.
+    out["unit"] = "field" if session["settings"].get("model_takes") == "whole_frame" else "cell"
     out["frames"] = store.frame_summary(session["id"])
     out["counts"] = counts
     out["model_counts"] = model_counts
@@ -97,6 +99,8 @@ def differential_lines(session: dict[str, Any]) -> list[str]:
     frames = session["frames"]
     rejected = ", ".join(f"{n} {why}" for why, n in sorted(frames["rejected"].items())) or "none"
     lines.append(f"frames kept {frames['kept']}, rejected: {rejected}")
+    if session.get("unit") == "field":
+        lines.append("whole-frame model: each count below is one field of view, not one cell")
     lines.append(f"{'class':<24}{'count':>7}{'%':>8}")
     for name, n in counts.items():
         unit = "%" if is_white_cell(name) else "/100 WBC"

@@ -24,7 +24,7 @@ from edgehemo.device.evaluate import evaluate_classifier
 from edgehemo.errors import CheckpointError
 from edgehemo.export import onnx_export, tflite
 from edgehemo.export.quantize import calibration_subset, quantize_onnx
-from edgehemo.manifest import ArtifactManifest, TensorSpec, manifest_path_for, write_manifest
+from edgehemo.manifest import ArtifactManifest, Takes, TensorSpec, manifest_path_for, write_manifest
 from edgehemo.models import resolve_weights
 from edgehemo.ood import ColourReference
 from edgehemo.preprocess import normalize
@@ -70,7 +70,8 @@ def _check_writable(out: Path) -> None:
 class _Exporter:
     """State shared by the artifacts of one export: the model, its card, the data."""
 
-    def __init__(self, model: str | Path, eval_data: Path | None) -> None:
+    def __init__(self, model: str | Path, eval_data: Path | None, takes: Takes) -> None:
+        self.takes = takes
         self.weights = resolve_weights(model)
         self.card = self.weights.card
         self.spec = self.card.preprocessing
@@ -99,7 +100,7 @@ class _Exporter:
             preprocessing=self.spec,
             source_checkpoint_sha256=sha256_file(self.weights.checkpoint),
             calibration=calibration, operators=operators,
-            colour_reference=self.colour_reference,
+            colour_reference=self.colour_reference, takes=self.takes,
             edgehemo_version=edgehemo.__version__,
         )
         write_manifest(manifest, manifest_path_for(path))
@@ -144,9 +145,14 @@ def export_model(
     calibration_count: int = 512,
     eval_data: Path | None = None,
     out: Path,
+    takes: Takes = "cell_crop",
     progress: Callable[[str], None] | None = None,
 ) -> list[ExportRow]:
-    """Export `model` (shipped name or checkpoint) to each format, measure and describe it."""
+    """Export `model` (shipped name or checkpoint) to each format, measure and describe it.
+
+    `takes` tells capture what the model was trained on: cell crops (the cell finder cuts them)
+    or whole fields of view (each field is classified once).
+    """
     say = progress or (lambda message: None)
     needs_calibration = {"onnx-int8", "tflite", "tflite-int8"} & set(formats)
     if needs_calibration and calibration is None:
@@ -157,7 +163,7 @@ def export_model(
     if {"tflite", "tflite-int8"} & set(formats):
         tflite.converter_python()  # fail before any work if the converter is missing
     _check_writable(out)
-    job = _Exporter(model, eval_data)
+    job = _Exporter(model, eval_data, takes)
     name, size = job.card.name, job.spec.input_size
     calibration_set = calibration_info = None
     if needs_calibration:

@@ -213,6 +213,27 @@ def test_sigterm_finishes_the_frame_and_sd_notify_sees_ready_watchdog_status(tmp
     assert session["status"] == "finished" and session["end_reason"] == "stopped by SIGTERM"
 
 
+def test_a_whole_frame_model_classifies_each_field_once(tmp_path, clip_path):
+    weights = Path(__file__).parents[1] / "edge" / "weights"
+    model = tmp_path / "field_model.onnx"
+    shutil.copy(weights / "cbam_cnn_int8.onnx", model)
+    manifest = json.loads((weights / "cbam_cnn_int8.onnx.json").read_text())
+    manifest.update(name="field_model", file=model.name, takes="whole_frame")
+    Path(f"{model}.json").write_text(json.dumps(manifest))
+    state = tmp_path / "state"
+    session = json.loads(run_cli("capture", "--model", model, "--source", clip_path,
+                                 "--state-dir", state, "--json").stdout)
+    # the clip holds 6 fields of view, each first kept at these frames; 640x480 frames
+    assert sorted(c["frame"] for c in session["cells"]) == [1, 9, 17, 25, 33, 41]
+    assert session["unit"] == "field"
+    for cell in session["cells"]:
+        assert cell["bbox"] == [0, 0, 640, 480]
+        side = CaptureConfig().storage.crop_max_side  # the 480x480 centre, stored downscaled
+        assert cv2.imread(str(state / cell["crop"])).shape[:2] == (side, side)
+    table = run_cli("results", "--state-dir", state).stdout
+    assert "each count below is one field of view" in table
+
+
 def test_target_count_stops_the_session(tmp_path, clip_path):
     summary = CaptureDaemon(config(source=str(clip_path), target_count=2), tmp_path).run()
     assert summary.end_reason == "counted 2 white cells"

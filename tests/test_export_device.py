@@ -87,6 +87,16 @@ def test_corrupt_or_mismatched_artifacts_are_refused(exported, tmp_path):
         Classifier.load("no_such_model_int8")
 
 
+def test_export_records_what_capture_feeds_the_model(checkpoint, tmp_path):
+    export_model(checkpoint, formats=["onnx"], calibration=None, out=tmp_path,
+                 takes="whole_frame")
+    assert read_manifest(tmp_path / "cbam_cnn_fp32.onnx.json").takes == "whole_frame"
+    result = subprocess.run([sys.executable, "-m", "edgehemo.cli", "export", str(checkpoint),
+                             "--formats", "onnx", "--takes", "fields", "--out", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "cell_crop, whole_frame" in result.stderr
+
+
 def test_export_refuses_bad_input(checkpoint, tiny_npz, tmp_path):
     with pytest.raises(ValueError, match="unknown format"):
         parse_formats("onnx,coreml")

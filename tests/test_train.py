@@ -125,3 +125,35 @@ def test_finetune_adapts_shipped_weights_keeping_their_classes_and_preprocessing
     assert card.architecture == base.architecture == "cbam_cnn"
     assert card.data["finetuned_from"] == "cbam_cnn"
     assert card.training.recipe == "finetune"
+
+
+def test_a_clinic_trains_hemonet_on_its_own_folders_with_one_command(samples_dir, tmp_path):
+    """ALL/AML/MM folders (stand-ins cut from the shipped samples) -> `edgehemo train hemonet`
+    -> `edgehemo evaluate` on the test split, through the CLI a clinic would use."""
+    import json
+    import subprocess
+    import sys
+
+    data = tmp_path / "clinic"
+    sources = {"ALL": "lymphocyte", "AML": "monocyte", "MM": "neutrophil"}
+    for name, source in sources.items():
+        images = sorted((samples_dir / source).glob("*.jpg"))
+        for split, chosen in (("train", images[:2]), ("val", images[2:3]), ("test", images[3:4])):
+            (data / split / name).mkdir(parents=True)
+            for image in chosen:
+                (data / split / name / image.name).write_bytes(image.read_bytes())
+    cli = [sys.executable, "-m", "edgehemo.cli"]
+    run = tmp_path / "run"
+    trained = subprocess.run([*cli, "train", "hemonet", "--data", str(data), "--out", str(run),
+                              "--epochs", "1", "--batch-size", "3", "--threads", "1"],
+                             capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr
+    card = json.loads((run / "best.json").read_text())
+    assert card["architecture"] == "hemonet" and card["classes"] == ["ALL", "AML", "MM"]
+    assert card["preprocessing"]["input_size"] == 224
+    report = subprocess.run([*cli, "evaluate", "--model", str(run / "best.pt"), "--data",
+                             str(data), "--split", "test", "--json", "-"],
+                            capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    metrics = json.loads(report.stdout)
+    assert metrics["num_images"] == 3 and 0 <= metrics["accuracy"] <= 1

@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     crop_fraction: float | None = None
+    input_size: int | None = None  # None: the architecture's registered size
     colour_norm: str = "none"
     finetune: bool = False  # `model` names trained weights to adapt, not an architecture
     replay: Path | None = None  # original training data mixed in while fine-tuning
@@ -159,7 +160,8 @@ def load_finetune_data(config: TrainConfig, card: ModelCard
 def load_training_data(config: TrainConfig) -> tuple[ImageSet, ImageSet, PreprocessSpec]:
     """Train and validation sets, and the preprocessing spec with the train set's statistics."""
     info = model_info(config.model)
-    base = PreprocessSpec(input_size=info.input_size, colour_norm=config.colour_norm)
+    base = PreprocessSpec(input_size=config.input_size or info.input_size,
+                          colour_norm=config.colour_norm)
     if config.crop_fraction is not None:
         base = base.model_copy(update={"crop_fraction": config.crop_fraction})
     train = load_dataset(config.data, "train", base)
