@@ -15,6 +15,7 @@ from edgehemo.datasets import align_classes, load_dataset
 from edgehemo.errors import CheckpointError
 from edgehemo.metrics import classification_report, plot_confusion_matrix
 from edgehemo.models import resolve_weights
+from edgehemo.train.compact import expand_state
 from edgehemo.train.data import predict_probabilities
 from edgehemo.train.registry import count_parameters, create_model
 
@@ -33,8 +34,8 @@ def load_model(checkpoint: str | Path, card: ModelCard) -> nn.Module:
     if not isinstance(state, dict):
         raise CheckpointError(f"{checkpoint}: expected a state dict, found {type(state).__name__}")
     try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
+        model.load_state_dict(expand_state(state))
+    except (RuntimeError, KeyError) as error:
         raise CheckpointError(
             f"{checkpoint}: weights do not fit {card.architecture} with "
             f"{card.num_classes} classes:\n{error}"

@@ -30,6 +30,7 @@ from edgehemo.models import resolve_weights
 from edgehemo.preprocess import PreprocessSpec, channel_statistics
 from edgehemo.store.atomic import sha256_file, write_atomically
 from edgehemo.train.augment import PRESETS
+from edgehemo.train.compact import expand_state
 from edgehemo.train.data import TrainBatches, predict_probabilities
 from edgehemo.train.evaluate import load_model
 from edgehemo.train.losses import make_loss
@@ -275,6 +276,8 @@ def load_pretrained(model: nn.Module, path: Path) -> list[str]:
         raise CheckpointError(f"{path}: cannot be read as a state dict ({error})") from error
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if isinstance(state, dict):
+        state = expand_state(state)  # shipped compact checkpoints (e.g. hemonet.pt)
     own = model.state_dict()
     fitting = {k: v for k, v in state.items()
                if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
