@@ -149,6 +149,9 @@ def main() -> None:
         if row:
             rows.append(row)
     for run in args.runs:
+        if not (run / "best.json").is_file():
+            print(f"{run}: skipped, no trained checkpoint (best.json) there", file=sys.stderr)
+            continue
         card = read_card(run / "best.json")
         row = measure(card.architecture, run / "best.pt", card, data, args.repeats)
         if row:
