@@ -15,6 +15,8 @@ stability (the same frame shifted by 3 pixels and JPEG re-encoded: same class fo
 
 Models are exported artifacts run through the device runtime (NAME or NAME:BACKEND, e.g.
 cbam_cnn_int8:tflite) or torch weights (a shipped name or a .pt checkpoint).
+`--adapt-bn` adds, for torch models, the accuracy after re-estimating BatchNorm statistics on the
+shifted images themselves (unlabelled, as `edgehemo adapt` does with a site's crops).
 Validation only: the test split is not read here.
 """
 
@@ -63,6 +65,7 @@ class Model:
 
         weights = resolve_weights(name)
         model = load_model(weights.checkpoint, weights.card)
+        self.torch_model = model
         self.spec = weights.card.preprocessing
         self.classes = weights.card.classes
         self.reference = None
@@ -76,6 +79,22 @@ class Model:
                 return np.concatenate(out)
 
         self.predict = predict
+
+    def adapted_accuracy(self, framed: np.ndarray, labels: np.ndarray) -> float | None:
+        """Accuracy after BatchNorm re-estimation on `framed` (torch models only)."""
+        if getattr(self, "torch_model", None) is None:
+            return None
+        import copy
+
+        import torch
+
+        from edgehemo.train.adapt import reestimate_batchnorm
+
+        model = copy.deepcopy(self.torch_model)
+        reestimate_batchnorm(model, framed, self.spec)
+        with torch.inference_mode():
+            logits = model(torch.from_numpy(normalize(framed, self.spec)))
+        return float((logits.argmax(1).numpy() == labels).mean())
 
 
 # -- shifts on raw BGR images ------------------------------------------------------------------
@@ -169,6 +188,8 @@ def main() -> None:
     parser.add_argument("--bccd", type=Path, default=SHARED / "bccd")
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--csv", type=Path)
+    parser.add_argument("--adapt-bn", action="store_true",
+                        help="also BatchNorm re-estimation on each shifted set (torch models)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     models = [Model(name) for name in args.models]
@@ -193,11 +214,21 @@ def main() -> None:
                    if model.reference else "")
             cells.append(f"{accuracy:.3f}{odd}")
             rows.append({"shift": shift, "model": model.name, "accuracy": round(accuracy, 4)})
+            adapted = model.adapted_accuracy(framed, labels) if args.adapt_bn else None
+            if adapted is not None:
+                cells[-1] += f" → {adapted:.3f} BN"
+                rows.append({"shift": shift, "model": f"{model.name}+bn",
+                             "accuracy": round(adapted, 4)})
         lines.append(f"| {shift} | " + " | ".join(cells) + " |")
     mean_row = []
     for model in models:
-        values = [r["accuracy"] for r in rows if r["model"] == model.name and r["shift"] != "none"]
-        mean_row.append(f"**{np.mean(values):.3f}** (worst {min(values):.3f})")
+        cell = ""
+        for key in (model.name, f"{model.name}+bn"):
+            values = [r["accuracy"] for r in rows if r["model"] == key and r["shift"] != "none"]
+            if values:
+                cell += (" → " if cell else "")
+                cell += f"**{np.mean(values):.3f}** (worst {min(values):.3f})"
+        mean_row.append(cell)
     lines.append("| mean over shifts | " + " | ".join(mean_row) + " |")
     if frames:
         lines += ["", f"BCCD: {len(frames)} frames from another lab, "

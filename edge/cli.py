@@ -176,6 +176,31 @@ def train(
 
 
 @app.command()
+def adapt(
+    model: Annotated[str, typer.Argument(help="Shipped weights name or checkpoint .pt path.")],
+    data: Annotated[
+        Path, typer.Option(help="Unlabelled images of the new microscope (any folder layout), "
+                           "e.g. a capture session's crops directory.")
+    ],
+    out: Annotated[Path, typer.Option(help="Run directory for best.pt + best.json.")] = Path(
+        "runs/adapted"),
+    count: Annotated[int, typer.Option(help="Images used (a random sample).")] = 512,
+    name: Annotated[str, typer.Option(help="Name recorded in the model card.")] = "",
+) -> None:
+    """Adapt a model to a new microscope without labels: re-estimate its BatchNorm statistics
+    from the site's own images (export the result as usual)."""
+    from edgehemo.train.adapt import adapt_checkpoint
+
+    checkpoint, card = adapt_checkpoint(model, data, out, limit=count, name=name)
+    adapted = card.data["batchnorm_adapted"]
+    console.print(f"wrote {checkpoint}: {adapted['layers']} BatchNorm layers re-estimated from "
+                  f"{adapted['images']} images of {data}"
+                  + (f" ({adapted['skipped']} unreadable skipped)" if adapted["skipped"] else ""))
+    console.print(f"next: edgehemo evaluate --model {checkpoint} --data LABELLED_SITE_IMAGES, "
+                  f"then edgehemo export {checkpoint} ...")
+
+
+@app.command()
 def evaluate(
     model: Annotated[
         str, typer.Option(help="Shipped weights name (e.g. cbam_cnn) or a checkpoint .pt path.")

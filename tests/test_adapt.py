@@ -1,0 +1,70 @@
+"""BatchNorm re-estimation from a site's unlabelled images (`edgehemo adapt`)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from edgehemo.datasets import image_files
+from edgehemo.models import resolve_weights
+from edgehemo.preprocess import crop_and_resize, load_image
+from edgehemo.train.adapt import reestimate_batchnorm
+from edgehemo.train.evaluate import load_model
+
+CLI = [sys.executable, "-m", "edgehemo.cli"]
+
+
+def test_statistics_become_the_site_images_and_weights_stay(samples_dir):
+    weights = resolve_weights("cbam_cnn")
+    model = load_model(weights.checkpoint, weights.card)
+    spec = weights.card.preprocessing
+    framed = np.stack([crop_and_resize(load_image(p), spec) for p in image_files(samples_dir)])
+    framed = framed[..., ::-1].copy()  # a camera that swaps red and blue
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first_bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    first_bn.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].detach()))
+    assert reestimate_batchnorm(model, framed, spec, batch_size=len(framed)) > 0
+    features = seen[0]
+    expected = features.mean(dim=(0, 2, 3))
+    assert torch.allclose(first_bn.running_mean, expected, atol=1e-5)
+    assert not torch.allclose(first_bn.running_mean, before[next(
+        k for k in before if k.endswith("running_mean"))])
+    for key, value in model.state_dict().items():
+        if "running" not in key and "num_batches" not in key:
+            assert torch.equal(value, before[key]), key
+    assert not model.training
+
+
+def test_adapt_command_writes_a_checkpoint_that_evaluates(samples_dir, tmp_path):
+    site = tmp_path / "site crops"
+    shutil.copytree(samples_dir, site)
+    (site / "broken.jpg").write_bytes(b"not a jpeg")
+    (site / "notes.txt").write_text("ignored")
+    out = tmp_path / "adapted"
+    result = subprocess.run([*CLI, "adapt", "cbam_cnn", "--data", str(site), "--out", str(out)],
+                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"})
+    assert result.returncode == 0, result.stderr
+    said = result.stdout + result.stderr
+    assert "from 32 images" in said and "1 unreadable skipped" in said
+    card = json.loads((out / "best.json").read_text())
+    assert card["name"] == "cbam_cnn_site" and card["metrics"] == {}
+    assert card["data"]["batchnorm_adapted"]["images"] == 32
+    report = subprocess.run([*CLI, "evaluate", "--model", str(out / "best.pt"), "--data",
+                             str(samples_dir), "--json", "-"], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["num_images"] == 32  # a folder without splits: all
+
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in image_files(samples_dir)[:5]:
+        shutil.copy(path, few / path.name)
+    result = subprocess.run([*CLI, "adapt", "cbam_cnn", "--data", str(few), "--out",
+                             str(tmp_path / "x")], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "300"})
+    assert result.returncode == 2 and "5 readable images; at least 32" in result.stderr
+    assert "Traceback" not in result.stderr
