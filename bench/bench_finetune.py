@@ -7,6 +7,8 @@ The new site is the PBC validation images (pbc_jpeg_subset/val, 50 per class) re
 colours of another lab (BCCD, Reinhard transfer: the hardest shift of bench_robustness.py).
 `--per-class` of them per class are the site's labelled crops; the others score the site. The
 fine-tune is the real command: `edgehemo train MODEL --finetune --data SITE --replay NPZ`.
+With `--adapt-bn` the model's BatchNorm statistics are first re-estimated from all the site's
+images without their labels (`edgehemo adapt`), and the fine-tune starts from that.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--npz", type=Path, default=SHARED / "pbc_bloodmnist_like_64.npz")
     parser.add_argument("--out", type=Path, help="keep the fine-tuned run here")
+    parser.add_argument("--adapt-bn", action="store_true",
+                        help="re-estimate BatchNorm on the unlabelled site images first")
     args = parser.parse_args()
     images, labels, classes = load_val(SHARED / "pbc_jpeg_subset")
     frames = bccd_frames(SHARED / "bccd")
@@ -70,13 +74,25 @@ def main() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(target), site[index])
         out = args.out or Path(tmp) / "run"
-        command = [sys.executable, "-m", "edgehemo.cli", "train", args.model, "--finetune",
+        start = args.model
+        if args.adapt_bn:
+            unlabelled = Path(tmp) / "unlabelled"
+            unlabelled.mkdir()
+            for index, image in enumerate(site):
+                cv2.imwrite(str(unlabelled / f"{index:04d}.jpg"), image)
+            start = str(Path(tmp) / "adapted" / "best.pt")
+            subprocess.run([sys.executable, "-m", "edgehemo.cli", "adapt", args.model, "--data",
+                            str(unlabelled), "--out", str(Path(start).parent)], check=True)
+        command = [sys.executable, "-m", "edgehemo.cli", "train", start, "--finetune",
                    "--data", str(folder), "--replay", str(args.npz), "--epochs",
                    str(args.epochs), "--out", str(out), "--threads", "2"]
         print(" ".join(command[2:]))
         subprocess.run(command, check=True)
         before, after = Model(args.model), Model(str(out / "best.pt"))
-        rows = [("before", before), ("after", after)]
+        rows = [("before", before)]
+        if args.adapt_bn:
+            rows.append(("BatchNorm re-estimated (no labels)", Model(start)))
+        rows.append(("after fine-tuning", after))
         print(f"\nsite: PBC val re-stained to BCCD colours; {args.per_class} labelled crops per "
               f"class for fine-tuning, {len(held)} held-out crops to score\n")
         print("| model | site accuracy (held out) | shared test accuracy |")

@@ -80,8 +80,8 @@ class Model:
 
         self.predict = predict
 
-    def adapted_accuracy(self, framed: np.ndarray, labels: np.ndarray) -> float | None:
-        """Accuracy after BatchNorm re-estimation on `framed` (torch models only)."""
+    def adapted(self, framed: np.ndarray) -> Predict | None:
+        """Predictions after BatchNorm re-estimation on `framed` (torch models only)."""
         if getattr(self, "torch_model", None) is None:
             return None
         import copy
@@ -92,9 +92,13 @@ class Model:
 
         model = copy.deepcopy(self.torch_model)
         reestimate_batchnorm(model, framed, self.spec)
-        with torch.inference_mode():
-            logits = model(torch.from_numpy(normalize(framed, self.spec)))
-        return float((logits.argmax(1).numpy() == labels).mean())
+
+        def predict(images: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                logits = model(torch.from_numpy(normalize(images, self.spec)))
+            return torch.softmax(logits, 1).numpy()
+
+        return predict
 
 
 # -- shifts on raw BGR images ------------------------------------------------------------------
@@ -214,8 +218,9 @@ def main() -> None:
                    if model.reference else "")
             cells.append(f"{accuracy:.3f}{odd}")
             rows.append({"shift": shift, "model": model.name, "accuracy": round(accuracy, 4)})
-            adapted = model.adapted_accuracy(framed, labels) if args.adapt_bn else None
-            if adapted is not None:
+            predict_adapted = model.adapted(framed) if args.adapt_bn else None
+            if predict_adapted is not None:
+                adapted = float((predict_adapted(framed).argmax(1) == labels).mean())
                 cells[-1] += f" → {adapted:.3f} BN"
                 rows.append({"shift": shift, "model": f"{model.name}+bn",
                              "accuracy": round(adapted, 4)})
@@ -257,6 +262,18 @@ def main() -> None:
                    if model.reference else "-")
             lines.append(f"| {model.name} | {top} | {confidence.mean():.2f} | "
                          f"{(confidence < 0.6).mean():.0%} | {odd} | {stable:.1%} |")
+            predict_adapted = model.adapted(crops_all) if args.adapt_bn else None
+            if predict_adapted is not None:
+                probabilities = predict_adapted(crops_all)
+                predicted = probabilities.argmax(1)
+                stable = float((predicted == predict_adapted(again_all).argmax(1)).mean())
+                mix = Counter(model.classes[i] for i in predicted)
+                top = ", ".join(f"{name} {n / len(predicted):.0%}"
+                                for name, n in mix.most_common(3))
+                confidence = probabilities.max(1)
+                lines.append(f"| {model.name} + BN re-estimated on these crops | {top} | "
+                             f"{confidence.mean():.2f} | {(confidence < 0.6).mean():.0%} | - | "
+                             f"{stable:.1%} |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:
