@@ -19,6 +19,11 @@ requires_shared_npz = pytest.mark.skipif(
     not SHARED_NPZ.is_file(),
     reason=f"the full PBC 64x64 data ({SHARED_NPZ}) is not on this machine",
 )
+SHARED_JPEG = SHARED_DATA / "pbc_jpeg_subset"
+requires_shared_jpeg = pytest.mark.skipif(
+    not (SHARED_JPEG / "test").is_dir(),
+    reason=f"the PBC 224x224 ImageFolder subset ({SHARED_JPEG}) is not on this machine",
+)
 
 
 @pytest.fixture(scope="session")

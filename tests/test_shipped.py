@@ -1,7 +1,7 @@
 """The weights and artifacts the package ships: integrity, and the accuracy their cards claim."""
 
 import pytest
-from conftest import SHARED_NPZ, requires_shared_npz
+from conftest import SHARED_JPEG, SHARED_NPZ, requires_shared_jpeg, requires_shared_npz
 
 from edgehemo.datasets import load_dataset
 from edgehemo.device.classifier import Classifier
@@ -10,7 +10,9 @@ from edgehemo.manifest import verify_artifact
 from edgehemo.models import list_artifacts, list_shipped
 from edgehemo.train.evaluate import evaluate_checkpoint
 
-SHIPPED_WEIGHTS = ("cbam_cnn", "se_cnn", "sa_cnn")
+SHIPPED_WEIGHTS = ("cbam_cnn", "se_cnn", "sa_cnn", "hemonet", "hemonet_gap")
+LARGE = {"hemonet"}  # 26M parameters; shipped compact (int8 rows of its classifier)
+MAX_FILE_MB = 30
 SHIPPED_ARTIFACTS = ("cbam_cnn_fp32", "cbam_cnn_int8", "se_cnn_fp32", "se_cnn_int8")
 FORMATS = ("onnx", "tflite")
 
@@ -20,10 +22,12 @@ def test_the_promised_weights_and_artifacts_are_shipped():
     shipped = {(a.name, a.manifest.format) for a in list_artifacts()}
     assert {(name, fmt) for name in SHIPPED_ARTIFACTS for fmt in FORMATS} <= shipped
     for weights in list_shipped():
-        assert weights.card.num_params <= 600_000
+        assert weights.name in LARGE or weights.card.num_params <= 600_000
         assert weights.card.metrics["test"]["accuracy"] > 0.95
+        assert weights.checkpoint.stat().st_size < MAX_FILE_MB * 1e6
     for artifact in list_artifacts():
         verify_artifact(artifact.path, artifact.manifest)
+        assert artifact.path.stat().st_size < MAX_FILE_MB * 1e6
 
 
 @pytest.mark.parametrize("backend", ["cpu", "tflite"])
@@ -49,6 +53,23 @@ def test_int8_keeps_the_fp32_accuracy():
     int8 = Classifier.load("cbam_cnn_int8").manifest
     assert int8.metrics["test"]["accuracy"] >= fp32 - 0.002
     assert int8.metrics["top1_agreement_with_fp32"] >= 0.998
+
+
+@pytest.mark.parametrize("name", ["hemonet_int8", "hemonet_gap_int8"])
+def test_shipped_hemonet_artifacts_classify_the_bundled_cells(name, samples_dir):
+    classifier = Classifier.load(name)
+    assert classifier.manifest.preprocessing.input_size == 224
+    data = load_dataset(samples_dir, "test", classifier.manifest.preprocessing)
+    report, _ = evaluate_classifier(classifier, data)
+    assert report["accuracy"] >= 0.9
+
+
+@requires_shared_jpeg
+def test_compact_hemonet_checkpoint_reproduces_its_card():
+    weights = {w.name: w for w in list_shipped()}["hemonet"]
+    report = evaluate_checkpoint("hemonet", SHARED_JPEG, "test")
+    assert report["accuracy"] == pytest.approx(weights.card.metrics["test"]["accuracy"],
+                                               abs=1e-4)
 
 
 @requires_shared_npz
