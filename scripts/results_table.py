@@ -14,9 +14,9 @@ PAPER = {"cbam_cnn": ("0.47M", "97.92%"), "se_cnn": ("0.46M", "97.92%"),
 
 
 def main() -> None:
-    print("| model | params (paper) | epochs | seeds: test accuracy | mean ± std | shipped seed: "
-          "test acc | weighted F1 | lowest class recall | s/epoch |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | test split | params (paper) | epochs | seeds: test accuracy | mean ± std | "
+          "shipped seed: test acc | weighted F1 | lowest class recall | s/epoch |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for weights in list_shipped():
         card = weights.card
         test = card.metrics["test"]
@@ -26,7 +26,8 @@ def main() -> None:
         params, _ = PAPER.get(card.architecture, ("-", "-"))
         training = card.training
         print(
-            f"| {card.name} | {card.num_params / 1e6:.3f}M ({params}) | {training.epochs_run} "
+            f"| {card.name} | {card.data.get('source', '-')} ({test['num_images']}) "
+            f"| {card.num_params / 1e6:.3f}M ({params}) | {training.epochs_run} "
             f"| {accuracies} | {spread.get('test_accuracy_mean', 0) * 100:.2f} ± "
             f"{spread.get('test_accuracy_std', 0) * 100:.2f} | {test['accuracy'] * 100:.2f}% "
             f"(seed {training.seed}) | {test['weighted_f1']:.4f} | {worst[0]} "
