@@ -41,5 +41,5 @@ done
 $PY scripts/results_table.py > docs/results/tables.md
 $PY scripts/model_comparison.py --npz "$DATA" --folder "$FOLDER" \
   --runs runs/cnn_s0 runs/cbam_vgg15_s0 runs/vgg19_mhsa_s0 runs/efficientnet_b3_ma_s0 \
-  runs/efficientnetv2_s_ma_s0 runs/densenet201_cbam_s0 \
+  runs/efficientnetv2_s_ma_s0 runs/densenet201_cbam_long \
   --json docs/results/comparison.json > docs/results/comparison.md
