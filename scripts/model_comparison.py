@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +24,11 @@ import torch
 
 from edgehemo.cards import ModelCard, read_card
 from edgehemo.device.classifier import Classifier
+from edgehemo.export.benchmark import median_ms
 from edgehemo.models import list_artifacts, list_shipped
 from edgehemo.train.evaluate import evaluate_checkpoint, load_model
 
 FULL_TRAIN_IMAGES = {"npz": 11952, "folder": 2400}
-
-
-def median_ms(run: Any, repeats: int) -> float:
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def weighted(report: dict[str, Any], key: str) -> float:
@@ -54,7 +42,7 @@ def torch_ms(checkpoint: Path, card: ModelCard, repeats: int) -> float:
     model = load_model(checkpoint, card)
     x = torch.randn(1, 3, card.input_size, card.input_size)
     with torch.inference_mode():
-        return median_ms(lambda: model(x), repeats)
+        return median_ms(lambda: model(x), warmup=3, repeats=repeats)
 
 
 def int8_rows(card: ModelCard, repeats: int) -> list[dict[str, Any]]:
@@ -72,7 +60,8 @@ def int8_rows(card: ModelCard, repeats: int) -> list[dict[str, Any]]:
             "accuracy": manifest.metrics.get("test", {}).get("accuracy"),
             "agreement": manifest.metrics.get("top1_agreement_with_fp32"),
             "megabytes": round(manifest.bytes / 1e6, 2),
-            "ms": round(median_ms(lambda c=classifier, b=batch: c.backend.run(b), repeats), 3),
+            "ms": round(median_ms(lambda c=classifier, b=batch: c.backend.run(b), warmup=3,
+                                  repeats=repeats), 3),
         })
     return rows
 

@@ -100,6 +100,7 @@ def main() -> None:
         state = torch.load(chosen["checkpoint"], map_location="cpu", weights_only=True)
         torch.save(compress_state(state), target)
         card.checkpoint_sha256 = sha256_file(target)
+        card.checkpoint_bytes = target.stat().st_size
         write_card(card, target.with_suffix(".json"))
         card.metrics = {
             "val": _summary(evaluate_checkpoint(target, args.data, "val")),
