@@ -3,7 +3,8 @@
 One row per format (torch eager when torch is installed, then each exported artifact): status,
 size, accuracy on a split, median ms per image at each thread count, images per second and the
 speed-up over torch eager (or over the first row without torch). Warm-up runs are discarded.
-Timings on a shared machine are noisy: compare the ratios within one run.
+Timings on a shared machine are noisy: formats are timed in alternating rounds, and the ratios
+within one run are what to compare.
 """
 
 from __future__ import annotations
@@ -55,6 +56,28 @@ def median_ms(fn: Callable[[], object], *, warmup: int = 10, repeats: int = 100)
         fn()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def interleaved_median_ms(fns: list[Callable[[], object]], *, repeats: int = 100,
+                          warmup: int = 10, rounds: int = 20) -> list[float]:
+    """Median ms per call of each of `fns`, measured in alternating rounds.
+
+    On a shared machine the speed drifts over seconds; timing each function in turn, a slice at a
+    time, exposes all of them to the same drift, so their ratios stay comparable.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    rounds = max(1, min(rounds, repeats))
+    per_round = max(1, repeats // rounds)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, times in zip(fns, samples, strict=True):
+            start = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            times.append((time.perf_counter() - start) * 1000 / per_round)
+    return [statistics.median(times) for times in samples]
 
 
 def _torch_loader(model_name: str) -> tuple[BenchmarkRow, Callable[[int], Runner], int] | None:
@@ -130,11 +153,11 @@ def benchmark(
             key = f"{thread_count}x{batch_size}"
             batch = rng.standard_normal((batch_size, 3, input_size, input_size))
             batch = batch.astype(np.float32)
-            baseline = None
-            for row, run in runners:
-                ms = median_ms(lambda r=run, b=batch: r(b),
-                               repeats=max(20, repeats // batch_size))
-                baseline = baseline or ms
+            timings = interleaved_median_ms(
+                [lambda r=run, b=batch: r(b) for _, run in runners],
+                repeats=max(20, repeats // batch_size))
+            baseline = timings[0] if timings else 0.0
+            for (row, _), ms in zip(runners, timings, strict=True):
                 row.ms_per_image[key] = round(ms / batch_size, 4)
                 row.images_per_s[key] = round(1000 * batch_size / ms, 1)
                 row.speedup[key] = round(baseline / ms, 2)

@@ -29,7 +29,6 @@ from edgehemo.models import resolve_weights
 from edgehemo.ood import ColourReference
 from edgehemo.preprocess import normalize
 from edgehemo.store.atomic import sha256_file
-from edgehemo.train.blocks import reductions_for_export
 from edgehemo.train.evaluate import load_model
 
 logger = logging.getLogger(__name__)
@@ -196,7 +195,10 @@ def export_model(
         assert calibration_set is not None
         path = out / f"{name}_int8.onnx"
         say(f"quantising {path.name} (static QDQ)")
-        quantize_onnx(fp32_onnx, path, calibration_set, job.spec)
+        with tempfile.TemporaryDirectory(prefix="edgehemo-onnx-") as tmp:
+            int8_graph = Path(tmp) / f"{name}_ort_int8_graph.onnx"
+            onnx_export.export_onnx(job.torch_model, size, int8_graph, graph="ort-int8")
+            quantize_onnx(int8_graph, path, calibration_set, job.spec)
         manifest = job.describe(path, "onnx", "int8", io_onnx,
                                 onnx_export.operator_summary(path),
                                 {**(calibration_info or {}), "method": "minmax", "scheme":
@@ -210,8 +212,7 @@ def export_model(
                    "tflite-int8": out / f"{name}_int8.tflite"}
         with tempfile.TemporaryDirectory(prefix="edgehemo-onnx-") as tmp:
             reduced = Path(tmp) / f"{name}.onnx"
-            with reductions_for_export():
-                onnx_export.export_onnx(job.torch_model, size, reduced)
+            onnx_export.export_onnx(job.torch_model, size, reduced, graph="tflite")
             say("converting to TFLite with onnx2tf (about a minute)")
             tflite.convert(reduced, calibration_set, job.spec,
                            targets["tflite"] if "tflite" in formats else None,

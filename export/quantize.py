@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -58,6 +59,31 @@ class _Batches(CalibrationDataReader):
         return None if batch is None else {self._input_name: batch}
 
 
+def float_islands(model: onnx.ModelProto) -> list[str]:
+    """Nodes left in float: each spatial-attention gate (a k x k convolution from 2 channels to
+    1, and the sigmoid after it).
+
+    onnxruntime's int8 convolution is slow for so few channels: in the int8 CBAM-CNN it cost
+    ~2x its float time, more than the quantise/dequantise pair around a float one
+    (bench/bench_ort_ops.py). The gate's inputs and output are small single-map tensors.
+    """
+    weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    chosen: list[str] = []
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2:
+            continue
+        shape = weights.get(node.input[1])
+        if shape is None or len(shape) != 4 or shape[:2] != (1, 2):
+            continue
+        chosen.append(node.name)
+        chosen.extend(n.name for n in consumers.get(node.output[0], []) if n.op_type == "Sigmoid")
+    return chosen
+
+
 def quantize_onnx(
     fp32_path: Path,
     int8_path: Path,
@@ -67,7 +93,8 @@ def quantize_onnx(
     input_name: str = "input",
     method: str = "minmax",
 ) -> None:
-    """Static QDQ quantisation (per-channel int8 weights, uint8 activations); atomic write."""
+    """Static QDQ quantisation (per-channel int8 weights, uint8 activations, the spatial gates
+    in float); atomic write."""
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
@@ -76,6 +103,7 @@ def quantize_onnx(
         prepared = Path(workdir) / "prepared.onnx"
         quantized = Path(workdir) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        left_in_float = float_islands(onnx.load(str(prepared)))
         quantize_static(
             str(prepared),
             str(quantized),
@@ -85,5 +113,6 @@ def quantize_onnx(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[method],
+            nodes_to_exclude=left_in_float,
         )
         write_atomically(int8_path, quantized.read_bytes())

@@ -54,3 +54,42 @@ def test_reductions_for_export_give_the_same_function():
         with reductions_for_export():
             reduced = model(x)
     assert torch.allclose(pooled, reduced, atol=1e-5)
+
+
+def test_int8_tuned_graph_gives_the_same_function():
+    from edgehemo.export.onnx_export import pad_first_convolution
+    from edgehemo.train.blocks import attention_graph
+    from edgehemo.train.registry import create_model
+
+    torch.manual_seed(0)
+    for name in ("cbam_cnn", "sa_cnn", "se_cnn"):
+        model = create_model(name).eval()
+        x = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            eager = model(x)
+            with attention_graph("ort-int8"):
+                tuned = pad_first_convolution(model, 64)(x)
+        assert torch.allclose(eager, tuned, atol=1e-5), name
+
+
+def test_padding_the_first_convolution_keeps_the_function_and_the_original():
+    from edgehemo.export.onnx_export import pad_first_convolution
+    from edgehemo.train.registry import create_model
+
+    model = create_model("cbam_cnn").eval()
+    first = model.features[0][0][0]
+    padded = pad_first_convolution(model, 64)
+    assert padded is not model and first.in_channels == 3  # the original is untouched
+    inner = next(m for m in padded.modules() if isinstance(m, torch.nn.Conv2d))
+    assert inner.in_channels == 4 and float(inner.weight[:, 3].abs().sum()) == 0.0
+    # A model whose first layer is not the first convolution is left as it is.
+    class Shifted(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x.flip(1))
+
+    shifted = Shifted().eval()
+    assert pad_first_convolution(shifted, 16) is shifted

@@ -49,6 +49,21 @@ def test_export_writes_verified_artifacts_with_manifests(exported):
     assert oct((out / "cbam_cnn_int8.onnx").stat().st_mode & 0o777) == "0o644"
 
 
+def test_int8_onnx_keeps_only_the_spatial_gates_in_float(exported):
+    import onnx
+
+    from edgehemo.export.quantize import float_islands
+
+    out, _ = exported
+    graph = onnx.load(str(out / "cbam_cnn_int8.onnx")).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    float_convs = [node for node in convs if node.input[1] not in dequantized]
+    # One 2->1 channel gate per CBAM block (4 in CBAM-CNN); every other convolution is int8.
+    assert len(float_convs) == 4 and len(convs) > 4
+    assert len(float_islands(onnx.load(str(out / "cbam_cnn_fp32.onnx")))) == 8  # convs + sigmoids
+
+
 def test_classifier_runs_raw_images_of_any_size(exported, samples_dir):
     out, _ = exported
     classifier = Classifier.load(out / "cbam_cnn_fp32.onnx")

@@ -9,44 +9,65 @@ The pooling steps are written with pooling and convolution operators rather than
 1x1 convolution for the channel mean, a max pool over the channel axis for the channel max). The
 result is the same function, but every operator then has an int8 kernel in onnxruntime and
 TFLite, so a quantised model stays in int8 end to end instead of bouncing to float around each
-attention block. The TFLite route needs the reductions instead (TFLite has int8 MEAN and
-REDUCE_MAX, and onnx2tf's NCHW->NHWC rewrite breaks a pool along the channel axis):
-`reductions_for_export()` switches to them while that ONNX graph is traced.
+attention block.
+
+While a graph is traced for export, `attention_graph(kind)` picks the operators that run fastest
+on the target runtime (same function, other operators; bench/bench_ort_ops.py shows why):
+
+- "eager" (the default, also the fp32 ONNX graph): the pooling operators above.
+- "ort-int8" (the graph onnxruntime quantises): the channel max pools along the last axis of a
+  channels-last view (onnxruntime's uint8 max pool is ~2x faster along the contiguous axis than
+  across it), and the shared channel MLP runs the average and max descriptors as two groups of
+  one convolution pair instead of four convolutions and an add (fewer small operators, each of
+  which costs microseconds).
+- "tflite": reductions (TFLite has int8 MEAN and REDUCE_MAX, and onnx2tf's NCHW->NHWC rewrite
+  breaks a pool along the channel axis).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_USE_REDUCTIONS: ContextVar[bool] = ContextVar("use_reductions", default=False)
+AttentionGraph = Literal["eager", "ort-int8", "tflite"]
+_GRAPH: ContextVar[AttentionGraph] = ContextVar("attention_graph", default="eager")
 
 
 @contextmanager
-def reductions_for_export() -> Iterator[None]:
-    """Trace the attention pooling as ReduceMean/ReduceMax (same function, other operators)."""
-    token = _USE_REDUCTIONS.set(True)
+def attention_graph(kind: AttentionGraph) -> Iterator[None]:
+    """Trace the attention blocks with the operators that suit `kind` (same function)."""
+    token = _GRAPH.set(kind)
     try:
         yield
     finally:
-        _USE_REDUCTIONS.reset(token)
+        _GRAPH.reset(token)
+
+
+def reductions_for_export() -> AbstractContextManager[None]:
+    """Trace the attention pooling as ReduceMean/ReduceMax (the TFLite graph)."""
+    return attention_graph("tflite")
+
+
+def _use_reductions() -> bool:
+    return _GRAPH.get() == "tflite"
 
 
 def global_average(x: torch.Tensor) -> torch.Tensor:
     """Mean over H and W, kept as (N, C, 1, 1); exports as GlobalAveragePool."""
-    if _USE_REDUCTIONS.get():
+    if _use_reductions():
         return x.mean(dim=(2, 3), keepdim=True)
     return F.adaptive_avg_pool2d(x, 1)
 
 
 def global_max(x: torch.Tensor) -> torch.Tensor:
     """Max over H and W, kept as (N, C, 1, 1); exports as a MaxPool over the whole map."""
-    if _USE_REDUCTIONS.get():
+    if _use_reductions():
         return x.amax(dim=(2, 3), keepdim=True)
     # int(): the ONNX tracer records the map size as a constant (inputs have a fixed size).
     return F.max_pool2d(x, kernel_size=(int(x.shape[2]), int(x.shape[3])))
@@ -54,7 +75,7 @@ def global_max(x: torch.Tensor) -> torch.Tensor:
 
 def channel_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over channels, (N, 1, H, W); a 1x1 convolution with weights 1/C."""
-    if _USE_REDUCTIONS.get():
+    if _use_reductions():
         return x.mean(dim=1, keepdim=True)
     channels = int(x.shape[1])
     weight = torch.full((1, channels, 1, 1), 1.0 / channels, dtype=x.dtype, device=x.device)
@@ -63,9 +84,13 @@ def channel_mean(x: torch.Tensor) -> torch.Tensor:
 
 def channel_max(x: torch.Tensor) -> torch.Tensor:
     """Max over channels, (N, 1, H, W); a max pool along the channel axis."""
-    if _USE_REDUCTIONS.get():
+    if _use_reductions():
         return x.amax(dim=1, keepdim=True)
     channels, height, width = (int(d) for d in x.shape[1:])
+    if _GRAPH.get() == "ort-int8":
+        pixels_by_channel = x.permute(0, 2, 3, 1).reshape(-1, 1, height * width, channels)
+        return F.max_pool2d(pixels_by_channel, kernel_size=(1, channels)).reshape(
+            -1, 1, height, width)
     stacked = x.reshape(-1, 1, channels, height * width)
     return F.max_pool2d(stacked, kernel_size=(channels, 1)).reshape(-1, 1, height, width)
 
@@ -108,7 +133,24 @@ class ChannelAttention(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Return the per-channel weights (N, C, 1, 1)."""
+        if _GRAPH.get() == "ort-int8":
+            return self.gate(self._shared_mlp_as_groups(x))
         return self.gate(self.mlp(global_average(x)) + self.mlp(global_max(x)))
+
+    def _shared_mlp_as_groups(self, x: torch.Tensor) -> torch.Tensor:
+        """mlp(avg) + mlp(max) as one grouped convolution pair over [avg; max].
+
+        The first layer runs on both descriptors as two groups with the same weights; the second
+        layer's weights are repeated along its input so that it sums the two hidden vectors, and
+        its bias counts twice.
+        """
+        first, second = self.mlp[0], self.mlp[2]
+        assert isinstance(first, nn.Conv2d) and isinstance(second, nn.Conv2d)
+        assert first.bias is not None and second.bias is not None
+        descriptors = torch.cat([global_average(x), global_max(x)], dim=1)
+        hidden = F.relu(F.conv2d(descriptors, first.weight.repeat(2, 1, 1, 1),
+                                 first.bias.repeat(2), groups=2))
+        return F.conv2d(hidden, second.weight.repeat(1, 2, 1, 1), 2 * second.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attention(x)
