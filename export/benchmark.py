@@ -59,11 +59,12 @@ def median_ms(fn: Callable[[], object], *, warmup: int = 10, repeats: int = 100)
 
 
 def interleaved_median_ms(fns: list[Callable[[], object]], *, repeats: int = 100,
-                          warmup: int = 10, rounds: int = 20) -> list[float]:
+                          warmup: int = 10, rounds: int = 10) -> list[float]:
     """Median ms per call of each of `fns`, measured in alternating rounds.
 
     On a shared machine the speed drifts over seconds; timing each function in turn, a slice at a
-    time, exposes all of them to the same drift, so their ratios stay comparable.
+    time, exposes all of them to the same drift, so their ratios stay comparable. The first call
+    of each slice is not timed: it pays for the caches the previous function evicted.
     """
     for fn in fns:
         for _ in range(warmup):
@@ -73,10 +74,11 @@ def interleaved_median_ms(fns: list[Callable[[], object]], *, repeats: int = 100
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for fn, times in zip(fns, samples, strict=True):
-            start = time.perf_counter()
+            fn()
             for _ in range(per_round):
+                start = time.perf_counter()
                 fn()
-            times.append((time.perf_counter() - start) * 1000 / per_round)
+                times.append((time.perf_counter() - start) * 1000)
     return [statistics.median(times) for times in samples]
 
 
