@@ -210,3 +210,27 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
+
+
+def attention_stages(
+    in_channels: int,
+    widths: tuple[int, ...],
+    *,
+    input_size: int,
+    attention: str,
+    reduction: int = 4,
+    convs_per_stage: int = 1,
+) -> tuple[nn.Sequential, int]:
+    """The papers' feature extractor: per width, `convs_per_stage` conv blocks, 2x2 max pooling,
+    then the attention block. Returns the stages and the side of the last feature map."""
+    downscale = 2 ** len(widths)
+    if input_size % downscale:
+        raise ValueError(f"input_size must be a multiple of {downscale}, got {input_size}")
+    stages: list[nn.Module] = []
+    previous = in_channels
+    for width in widths:
+        convs = [conv_bn_relu(previous if i == 0 else width, width) for i in range(convs_per_stage)]
+        stages.append(nn.Sequential(*convs, nn.MaxPool2d(2),
+                                    make_attention(attention, width, reduction=reduction)))
+        previous = width
+    return nn.Sequential(*stages), input_size // downscale

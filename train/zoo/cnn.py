@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgehemo.train.blocks import conv_bn_relu, make_attention
+from edgehemo.train.blocks import attention_stages
 from edgehemo.train.registry import register_model
 
 PAPER = "Efficient Deep Learning Architectures for Blood Cell Classification"
@@ -32,24 +32,10 @@ class CompactCNN(nn.Module):
         reduction: int = 4,
     ) -> None:
         super().__init__()
-        downscale = 2 ** len(channels)
-        if input_size % downscale:
-            raise ValueError(f"input_size must be a multiple of {downscale}, got {input_size}")
-        stages: list[nn.Module] = []
-        previous = in_channels
-        for width in channels:
-            stages.append(
-                nn.Sequential(
-                    conv_bn_relu(previous, width),
-                    nn.MaxPool2d(2),
-                    make_attention(attention, width, reduction=reduction),
-                )
-            )
-            previous = width
-        self.features = nn.Sequential(*stages)
-        side = input_size // downscale
+        self.features, side = attention_stages(in_channels, channels, input_size=input_size,
+                                               attention=attention, reduction=reduction)
         self.dropout = nn.Dropout(dropout) if attention != "none" and dropout > 0 else nn.Identity()
-        self.classifier = nn.Linear(previous * side * side, num_classes)
+        self.classifier = nn.Linear(channels[-1] * side * side, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgehemo.train.blocks import conv_bn_relu, make_attention
+from edgehemo.train.blocks import attention_stages
 from edgehemo.train.registry import register_model
 
 PAPER = "Efficient Deep Learning Architectures for Blood Cell Classification"
@@ -34,25 +34,11 @@ class VGG15(nn.Module):
         reduction: int = 4,
     ) -> None:
         super().__init__()
-        downscale = 2 ** len(CHANNELS)
-        if input_size % downscale:
-            raise ValueError(f"input_size must be a multiple of {downscale}, got {input_size}")
-        stages: list[nn.Module] = []
-        previous = in_channels
-        for width in CHANNELS:
-            stages.append(
-                nn.Sequential(
-                    conv_bn_relu(previous, width),
-                    conv_bn_relu(width, width),
-                    nn.MaxPool2d(2),
-                    make_attention(attention, width, reduction=reduction),
-                )
-            )
-            previous = width
-        self.features = nn.Sequential(*stages)
-        side = input_size // downscale
+        self.features, side = attention_stages(in_channels, CHANNELS, input_size=input_size,
+                                               attention=attention, reduction=reduction,
+                                               convs_per_stage=2)
         layers: list[nn.Module] = [nn.Flatten()]
-        width_in = previous * side * side
+        width_in = CHANNELS[-1] * side * side
         for width in HEAD:
             layers += [nn.Linear(width_in, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             width_in = width
