@@ -20,6 +20,9 @@ class SystemdNotifier:
         self._address = "\0" + address[1:] if address.startswith("@") else address
         if address:
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            # A datagram to a reader that has fallen behind would block the capture loop (the
+            # queue holds ~10 messages); a dropped ping is sent again on the next iteration.
+            self._socket.setblocking(False)
         usec = os.environ.get("WATCHDOG_USEC", "")
         # ping twice per watchdog period, as sd_watchdog_enabled(3) recommends
         self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) else None
@@ -34,6 +37,8 @@ class SystemdNotifier:
             return
         try:
             self._socket.sendto(message.encode(), self._address)
+        except BlockingIOError:
+            logger.debug("sd_notify queue full, dropped %r", message.split("\n")[0])
         except OSError as error:  # systemd gone (shutdown): keep working, say it once
             logger.debug("sd_notify failed: %s", error)
 

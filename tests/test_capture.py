@@ -1,6 +1,7 @@
 """The capture daemon end to end with the shipped int8 model on onnxruntime: the bundled clip,
 folders, a failing source, a full disk, signals, sd_notify and the CLI around it."""
 
+import contextlib
 import json
 import logging
 import os
@@ -188,26 +189,31 @@ def test_sigterm_finishes_the_frame_and_sd_notify_sees_ready_watchdog_status(tmp
     sock_path = tmp_path / "notify.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(sock_path))
-    listener.settimeout(30)
     state = tmp_path / "state"
     process = _start_capture(state, clip_path, env={"NOTIFY_SOCKET": str(sock_path),
                                                     "WATCHDOG_USEC": "400000"})
-    messages = []
+    messages: list[str] = []
+
+    def listen() -> None:  # like systemd, keep reading so the daemon's queue never fills
+        with contextlib.suppress(OSError):
+            while True:
+                messages.append(listener.recv(4096).decode())
+
+    reader = threading.Thread(target=listen, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
     while not any("WATCHDOG=1" in m for m in messages) or not any(
             m.startswith("STATUS=") and "fps" in m for m in messages):
-        messages.append(listener.recv(4096).decode())
+        assert time.monotonic() < deadline, messages
+        time.sleep(0.05)
     assert messages[0].startswith("READY=1")
     _wait_for_frames(state, process, frames=5)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0, process.stderr.read().decode()
-    listener.settimeout(1)
-    tail = []
-    try:
-        while True:
-            tail.append(listener.recv(4096).decode())
-    except TimeoutError:
-        pass
+    time.sleep(0.5)
+    tail = messages[-5:]
     assert "STOPPING=1" in tail
+    listener.close()
     with ResultStore.in_dir(state) as store:
         session = store.session()
     assert session["status"] == "finished" and session["end_reason"] == "stopped by SIGTERM"
@@ -304,3 +310,30 @@ def test_service_install_stages_a_verified_hardened_unit(tmp_path):
     overall = security.stdout.split("Overall exposure level for")[1]
     exposure = float(overall.split(":")[1].split()[0])
     assert exposure < 2.0
+
+
+def test_sd_notify_never_blocks_the_capture_loop(tmp_path, monkeypatch):
+    from edgehemo.device.notify import SystemdNotifier
+
+    sock_path = tmp_path / "unread.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))  # bound, never read: its queue fills after ~10 messages
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    notifier = SystemdNotifier()
+    done = threading.Event()
+
+    def flood() -> None:
+        for index in range(200):
+            notifier.status(f"frame {index}")
+        done.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    assert done.wait(10), "a full notify queue blocked the sender"
+    received = 0
+    listener.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            listener.recv(4096)
+            received += 1
+    assert 0 < received < 200
+    listener.close()
