@@ -11,8 +11,9 @@ PY=.venv/bin/python
 $PY scripts/ship_weights.py cbam_cnn_lab runs/cbam_cnn_s0 runs/cbam_cnn_s1 runs/cbam_cnn_s2 --data "$DATA"
 # the default CBAM-CNN: trained for other microscopes (runs/queue3.sh in docs/robustness.md),
 # chosen over cbam_field_s0 on the validation robustness proxy
-$PY scripts/ship_weights.py cbam_cnn runs/cbam_field_pi_s0 --data "$DATA" \
-  --note "Trained for other microscopes: field augmentation and per-image colour normalisation."
+$PY scripts/ship_weights.py cbam_cnn runs/cbam_field_pi_s0 runs/cbam_field_pi_s1 runs/cbam_field_pi_s2 \
+  --data "$DATA" \
+  --note "Trained for other microscopes: field augmentation (stain jitter in optical-density space, white balance, exposure, blur, noise, scale) and per-image colour normalisation; chosen over the lab-only model (cbam_cnn_lab) on the validation robustness proxy (bench/bench_robustness.py)."
 $PY scripts/ship_weights.py se_cnn runs/se_cnn_s0 --data "$DATA"
 $PY scripts/ship_weights.py sa_cnn runs/sa_cnn_s0 --data "$DATA"
 for model in cbam_cnn se_cnn; do
