@@ -5,7 +5,11 @@ operator (the attention blocks' pools, 1x1 convolutions on 1x1 maps, sigmoids, t
 a few microseconds whatever its precision. This prints each model's profile side by side so that
 the share of those operators is visible.
 
-    python bench/bench_ort_ops.py cbam_cnn [--runs 300]
+    python bench/bench_ort_ops.py cbam_cnn [--runs 300] [--nodes] [--before OLD_int8.onnx]
+
+`--nodes` lists each node (e.g. the first convolution) instead of totals per operator type;
+`--before` adds an older int8 file to the comparison (from git, e.g.
+`git show fa890c1:edge/weights/cbam_cnn_int8.onnx > /tmp/before.onnx`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import onnxruntime as ort
 from edgehemo.models import resolve_artifact
 
 
-def profile(path: str, size: int, runs: int) -> tuple[collections.Counter[str], float]:
+def profile(path: str, size: int, runs: int, *,
+            by_node: bool = False) -> tuple[collections.Counter[str], float]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.enable_profiling = True
@@ -37,7 +42,9 @@ def profile(path: str, size: int, runs: int) -> tuple[collections.Counter[str], 
     per_op: collections.Counter[str] = collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            per_op[event["args"]["op_name"]] += event["dur"]
+            op = event["args"]["op_name"]
+            key = f"{op} {event['name'].removesuffix('_kernel_time')}" if by_node else op
+            per_op[key] += event["dur"]
     total = sum(per_op.values()) / runs / 1000
     return collections.Counter({k: v / runs / 1000 for k, v in per_op.items()}), total
 
@@ -46,12 +53,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="shipped model name without suffix, e.g. cbam_cnn")
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--nodes", action="store_true", help="one row per node, not per type")
+    parser.add_argument("--before", help="an older int8 .onnx of the same model to profile too")
     args = parser.parse_args()
+    files: list[tuple[str, str, int]] = []
     for precision in ("fp32", "int8"):
         artifact = resolve_artifact(f"{args.model}_{precision}", formats=("onnx",))
         size = artifact.manifest.preprocessing.input_size
-        per_op, total = profile(str(artifact.path), size, args.runs)
-        print(f"\n{artifact.name}: {total:.3f} ms of operator time per image")
+        files.append((artifact.name, str(artifact.path), size))
+    if args.before:
+        files.append((f"{args.model}_int8 before", args.before, files[0][2]))
+    for label, path, size in files:
+        per_op, total = profile(path, size, args.runs, by_node=args.nodes)
+        print(f"\n{label}: {total:.3f} ms of operator time per image")
         print("| operator | ms | share |\n|---|---|---|")
         for op, ms in per_op.most_common():
             print(f"| {op} | {ms:.3f} | {100 * ms / total:.1f}% |")
