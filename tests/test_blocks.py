@@ -43,15 +43,15 @@ def test_export_friendly_pooling_equals_the_reductions():
     assert torch.equal(channel_max(channels_last), x.amax(dim=1, keepdim=True))
 
 
-def test_reductions_for_export_give_the_same_function():
-    from edgehemo.train.blocks import reductions_for_export
+def test_tflite_graph_reductions_give_the_same_function():
+    from edgehemo.train.blocks import attention_graph
     from edgehemo.train.registry import create_model
 
     model = create_model("cbam_cnn").eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         pooled = model(x)
-        with reductions_for_export():
+        with attention_graph("tflite"):
             reduced = model(x)
     assert torch.allclose(pooled, reduced, atol=1e-5)
 

@@ -27,7 +27,7 @@ on the target runtime (same function, other operators; bench/bench_ort_ops.py sh
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Literal
 
@@ -47,11 +47,6 @@ def attention_graph(kind: AttentionGraph) -> Iterator[None]:
         yield
     finally:
         _GRAPH.reset(token)
-
-
-def reductions_for_export() -> AbstractContextManager[None]:
-    """Trace the attention pooling as ReduceMean/ReduceMax (the TFLite graph)."""
-    return attention_graph("tflite")
 
 
 def _use_reductions() -> bool:
