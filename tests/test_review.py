@@ -179,6 +179,9 @@ def test_a_reviewer_in_chromium_moves_a_cell_and_signs_off(state, server, tmp_pa
         page.select_option(f"#class-{cell['id']}", target)
         page.click(f"#cell-{cell['id']} >> text=Move")
         page.wait_for_selector(f"#status-{cell['id']}:has-text('moved to {target}')")
+        # the counts refresh in a second request after the status line changes
+        page.wait_for_function(
+            f"document.getElementById('count-{target}').textContent !== '0'", timeout=10_000)
         assert page.inner_text(f"#count-{target}") != "0"
         page.fill("#note", "checked all cells")
         page.click("#signoff")
