@@ -143,6 +143,14 @@ def train(
         int, typer.Option(help="Use only N training images (smoke runs, or a time-boxed run of "
                           "a large model).")
     ] = 0,
+    device: Annotated[
+        str, typer.Option(help="Torch device to train on: cpu, or cuda (a GPU machine); the "
+                          "checkpoint is saved for CPU either way.")
+    ] = "cpu",
+    time_budget: Annotated[
+        float, typer.Option(help="Minutes the run may take: after the first epoch the number "
+                            "of epochs (and the one-cycle schedule) is cut to fit (0: off).")
+    ] = 0.0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
     name: Annotated[str, typer.Option(help="Name recorded in the model card.")] = "",
 ) -> None:
@@ -161,7 +169,7 @@ def train(
         gamma=gamma, loss=loss, label_smoothing=label_smoothing, focal_alpha=focal_alpha,
         focal_gamma=focal_gamma, augment=augment, ema=ema, patience=patience, seed=seed,
         threads=threads, crop_fraction=crop_fraction, input_size=input_size,
-        colour_norm=colour_norm, bf16=bf16,
+        colour_norm=colour_norm, bf16=bf16, device=device, time_budget=time_budget,
         limit=limit, resume=resume,
         name=name,
     )

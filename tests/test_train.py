@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ import torch
 from edgehemo.cards import read_card
 from edgehemo.train.augment import PRESETS, augment
 from edgehemo.train.evaluate import evaluate_checkpoint
-from edgehemo.train.loop import TrainConfig, train
+from edgehemo.train.loop import TrainConfig, _fast_forwarded_onecycle, planned_epochs, train
 from edgehemo.train.losses import FocalLoss
 
 
@@ -44,6 +45,50 @@ def test_resume_continues_where_it_stopped(tiny_npz, tmp_path):
     train(_config(tiny_npz, out, epochs=2, schedule="cosine"))
     resumed = train(_config(tiny_npz, out, epochs=4, schedule="cosine", resume=True))
     assert [r.epoch for r in resumed.history] == [1, 2, 3, 4]
+
+
+def test_a_time_budget_shortens_the_run_to_what_fits(tiny_npz, tmp_path):
+    config = _config(tiny_npz, tmp_path / "run", epochs=6, time_budget=1.0)
+    assert planned_epochs(config, seconds_per_epoch=25.0) == 2
+    assert planned_epochs(config, seconds_per_epoch=5.0) == 6  # never more than asked
+    assert planned_epochs(config, seconds_per_epoch=600.0) == 1
+    # A budget no epoch fits in: one epoch, and the card says so.
+    result = train(_config(tiny_npz, tmp_path / "run", epochs=6, time_budget=1e-9))
+    assert len(result.history) == 1 and result.card.training.epochs_run == 1
+    assert result.card.training.hyperparameters["time_budget"] == 1e-9
+
+
+def test_a_shortened_one_cycle_schedule_still_ends_at_its_floor():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=1e-3)
+    config = TrainConfig(model="cbam_cnn", data=Path("x"), out=Path("y"), lr=1e-3, epochs=10)
+    full = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, epochs=10,
+                                               steps_per_epoch=5)
+    for _ in range(10):
+        optimizer.step()
+        full.step()
+    lr_before = optimizer.param_groups[0]["lr"]
+    shortened = _fast_forwarded_onecycle(config, optimizer, 5, epochs=4, steps_done=10)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lr_before, rel=0.5)
+    for _ in range(9):
+        optimizer.step()
+        shortened.step()
+    assert optimizer.param_groups[0]["lr"] < 1e-3 / 1000
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_training_on_a_missing_gpu_says_so(tiny_npz, tmp_path):
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        train(_config(tiny_npz, tmp_path / "run", device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+def test_training_on_a_gpu_gives_a_checkpoint_for_cpu(tiny_npz, tmp_path):
+    result = train(_config(tiny_npz, tmp_path / "run", epochs=2, device="cuda", bf16=True))
+    state = torch.load(result.checkpoint, weights_only=True)
+    assert all(tensor.device.type == "cpu" for tensor in state.values())
+    report = evaluate_checkpoint(result.checkpoint, tiny_npz, "val")
+    assert report["accuracy"] == pytest.approx(result.card.metrics["val"]["accuracy"], abs=1e-3)
 
 
 def test_early_stopping_stops(tiny_npz, tmp_path):

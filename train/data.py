@@ -64,10 +64,12 @@ def eval_batches(
 
 @torch.no_grad()
 def predict_probabilities(
-    model: torch.nn.Module, data: ImageSet, spec: PreprocessSpec, *, batch_size: int = 256
+    model: torch.nn.Module, data: ImageSet, spec: PreprocessSpec, *, batch_size: int = 256,
+    device: torch.device | None = None,
 ) -> np.ndarray:
-    """Softmax probabilities (N, classes) of `model` on every image of `data`."""
+    """Softmax probabilities (N, classes) of `model` (on `device`, default CPU) on every image
+    of `data`."""
     model.eval()
     batches = eval_batches(data, spec, batch_size=batch_size)
-    outputs = [torch.softmax(model(x), dim=1) for x in batches]
+    outputs = [torch.softmax(model(x.to(device or "cpu")), dim=1).cpu() for x in batches]
     return torch.cat(outputs).numpy()

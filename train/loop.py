@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -74,6 +75,8 @@ class TrainConfig:
     pretrained: Path | None = None  # a local state dict (e.g. ImageNet backbone weights)
     limit: int = 0
     bf16: bool = False
+    device: str = "cpu"  # torch device to train on, e.g. "cuda"; the checkpoint is saved for CPU
+    time_budget: float = 0.0  # minutes; >0 shortens the run (and its schedule) to fit
     resume: bool = False
     name: str = ""
 
@@ -91,7 +94,7 @@ class TrainConfig:
 
     def hyperparameters(self) -> dict[str, Any]:
         skip = {"model", "data", "out", "resume", "name", "threads", "limit", "replay",
-                "pretrained"}
+                "pretrained", "device"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -240,6 +243,31 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_
     )
 
 
+def planned_epochs(config: TrainConfig, seconds_per_epoch: float) -> int:
+    """How many of `config.epochs` fit in the time budget at `seconds_per_epoch` (at least 1)."""
+    if config.time_budget <= 0:
+        return config.epochs
+    fitting = int(config.time_budget * 60.0 // max(seconds_per_epoch, 1e-9))
+    return max(1, min(config.epochs, fitting))
+
+
+def _fast_forwarded_onecycle(config: TrainConfig, optimizer: torch.optim.Optimizer,
+                             steps_per_epoch: int, epochs: int, steps_done: int) -> Any:
+    """A one-cycle schedule over `epochs` instead of config.epochs, advanced to `steps_done`."""
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, epochs=epochs, steps_per_epoch=steps_per_epoch
+    )
+    with warnings.catch_warnings():  # stepping before optimizer.step() is intended here
+        warnings.simplefilter("ignore")
+        for _ in range(steps_done):
+            schedule.step()
+    return schedule
+
+
+def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
 def _save_torch_atomically(obj: Any, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -247,8 +275,8 @@ def _save_torch_atomically(obj: Any, path: Path) -> None:
 
 
 def _evaluate(model: nn.Module, data: ImageSet, spec: PreprocessSpec,
-              loss_fn: nn.Module) -> tuple[float, float]:
-    probs = predict_probabilities(model, data, spec)
+              loss_fn: nn.Module, device: torch.device) -> tuple[float, float]:
+    probs = predict_probabilities(model, data, spec, device=device)
     labels = torch.from_numpy(data.labels)
     loss = float(loss_fn(torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0))), labels))
     return loss, float((probs.argmax(1) == data.labels).mean())
@@ -294,6 +322,12 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     """Train `config.model` on `config.data`; return the best checkpoint and its card."""
     if config.threads:
         torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {config.device}: this torch build sees no CUDA GPU "
+                         f"(torch {torch.__version__}); train with --device cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     if config.augment not in PRESETS:
         raise ValueError(f"unknown augmentation {config.augment!r}; expected {', '.join(PRESETS)}")
     torch.manual_seed(config.seed)
@@ -314,7 +348,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         if config.pretrained is not None:
             load_pretrained(model, config.pretrained)
     # channels_last is ~30% faster for these convolutions on CPU and changes no result.
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(device=device, memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(config.seed)
     batches = TrainBatches(train_set, spec, batch_size=config.batch_size,
                            augment_config=PRESETS[config.augment], generator=generator)
@@ -327,11 +361,15 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
 
     history: list[EpochRecord] = []
     best_accuracy, best_epoch, start_epoch = -1.0, 0, 1
+    epochs = config.epochs  # shortened once if a time budget cannot hold them all
     last_path = out / "last.pt"
     if config.resume and last_path.is_file():
-        state = torch.load(last_path, weights_only=True)
+        state = torch.load(last_path, weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        epochs = min(config.epochs, state.get("shortened_to") or config.epochs)
+        if epochs != config.epochs and config.schedule == "onecycle":
+            scheduler = _fast_forwarded_onecycle(config, optimizer, len(batches), epochs, 0)
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         if ema is not None and state.get("ema"):
@@ -343,13 +381,15 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         logger.info("resumed from %s at epoch %d", last_path, start_epoch)
 
     started = time.perf_counter() - sum(r.seconds for r in history)
-    for epoch in range(start_epoch, config.epochs + 1):
+    epoch = start_epoch
+    while epoch <= epochs:
         epoch_start = time.perf_counter()
         model.train()
         seen, loss_sum, correct = 0, 0.0, 0
         for step, (x, y) in enumerate(batches, start=1):
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
             if not math.isfinite(loss.item()):
@@ -365,10 +405,10 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
             loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             if progress:
-                progress(f"epoch {epoch}/{config.epochs}", step, len(batches))
+                progress(f"epoch {epoch}/{epochs}", step, len(batches))
         lr = optimizer.param_groups[0]["lr"]
         scored = ema.module if ema is not None else model
-        val_loss, val_accuracy = _evaluate(scored, val_set, spec, loss_fn)
+        val_loss, val_accuracy = _evaluate(scored, val_set, spec, loss_fn, device)
         improved = val_accuracy > best_accuracy
         if config.schedule in ("exponential", "cosine"):
             scheduler.step()
@@ -384,7 +424,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
                     *asdict(record).values())
         if improved:
             best_accuracy, best_epoch = val_accuracy, epoch
-            _save_torch_atomically(scored.state_dict(), out / "best.pt")
+            _save_torch_atomically(_cpu_state(scored.state_dict()), out / "best.pt")
         _save_torch_atomically(
             {
                 "model": model.state_dict(),
@@ -396,6 +436,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
                 "best_accuracy": best_accuracy,
                 "best_epoch": best_epoch,
                 "epoch": epoch,
+                "shortened_to": epochs if epochs < config.epochs else None,
             },
             last_path,
         )
@@ -403,6 +444,16 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         if config.patience and epoch - best_epoch >= config.patience:
             logger.info("early stopping: no improvement for %d epochs", config.patience)
             break
+        if config.time_budget > 0 and epoch == start_epoch:
+            fitting = planned_epochs(config, record.seconds)
+            if fitting < epochs:
+                logger.info("time budget %.1f min at %.1f s/epoch: %d epochs instead of %d",
+                            config.time_budget, record.seconds, fitting, epochs)
+                if config.schedule == "onecycle":
+                    scheduler = _fast_forwarded_onecycle(config, optimizer, len(batches),
+                                                         fitting, epoch * len(batches))
+                epochs = fitting
+        epoch += 1
 
     elapsed = time.perf_counter() - started
     checkpoint = out / "best.pt"
