@@ -52,6 +52,8 @@ def test_a_time_budget_shortens_the_run_to_what_fits(tiny_npz, tmp_path):
     assert planned_epochs(config, seconds_per_epoch=25.0) == 2
     assert planned_epochs(config, seconds_per_epoch=5.0) == 6  # never more than asked
     assert planned_epochs(config, seconds_per_epoch=600.0) == 1
+    # Two epochs took 40 s (a slow first one): 20 s left hold two more of 10 s.
+    assert planned_epochs(config, 10.0, elapsed=40.0, epochs_done=2) == 4
     # A budget no epoch fits in: one epoch, and the card says so.
     result = train(_config(tiny_npz, tmp_path / "run", epochs=6, time_budget=1e-9))
     assert len(result.history) == 1 and result.card.training.epochs_run == 1

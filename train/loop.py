@@ -243,11 +243,14 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_
     )
 
 
-def planned_epochs(config: TrainConfig, seconds_per_epoch: float) -> int:
-    """How many of `config.epochs` fit in the time budget at `seconds_per_epoch` (at least 1)."""
+def planned_epochs(config: TrainConfig, seconds_per_epoch: float, *, elapsed: float = 0.0,
+                   epochs_done: int = 0) -> int:
+    """How many of `config.epochs` fit in the time budget: `epochs_done` already took `elapsed`
+    seconds, the rest take `seconds_per_epoch` each (at least one epoch in all)."""
     if config.time_budget <= 0:
         return config.epochs
-    fitting = int(config.time_budget * 60.0 // max(seconds_per_epoch, 1e-9))
+    left = config.time_budget * 60.0 - elapsed
+    fitting = epochs_done + int(max(left, 0.0) // max(seconds_per_epoch, 1e-9))
     return max(1, min(config.epochs, fitting))
 
 
@@ -444,8 +447,14 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         if config.patience and epoch - best_epoch >= config.patience:
             logger.info("early stopping: no improvement for %d epochs", config.patience)
             break
-        if config.time_budget > 0 and epoch == start_epoch:
-            fitting = planned_epochs(config, record.seconds)
+        spent = time.perf_counter() - started
+        if config.time_budget > 0 and spent + record.seconds > config.time_budget * 60.0:
+            logger.info("time budget %.1f min spent after epoch %d", config.time_budget, epoch)
+            break
+        # Planned on the second epoch: the first carries one-off costs (cuDNN autotuning, warm-up,
+        # sibling runs starting on the same machine) and would cut the run far too short.
+        if config.time_budget > 0 and epoch == start_epoch + 1:
+            fitting = planned_epochs(config, record.seconds, elapsed=spent, epochs_done=epoch)
             if fitting < epochs:
                 logger.info("time budget %.1f min at %.1f s/epoch: %d epochs instead of %d",
                             config.time_budget, record.seconds, fitting, epochs)
