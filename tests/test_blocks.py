@@ -81,7 +81,7 @@ def test_padding_the_first_convolution_keeps_the_function_and_the_original():
     padded = pad_first_convolution(model, 64)
     assert padded is not model and first.in_channels == 3  # the original is untouched
     inner = next(m for m in padded.modules() if isinstance(m, torch.nn.Conv2d))
-    assert inner.in_channels == 4 and float(inner.weight[:, 3].abs().sum()) == 0.0
+    assert inner.in_channels == 4 and float(inner.weight.detach()[:, 3].abs().sum()) == 0.0
     # A model whose first layer is not the first convolution is left as it is.
     class Shifted(torch.nn.Module):
         def __init__(self) -> None:
