@@ -78,6 +78,11 @@ def test_a_shortened_one_cycle_schedule_still_ends_at_its_floor():
     assert optimizer.param_groups[0]["lr"] < 1e-3 / 1000
 
 
+def test_a_misspelt_device_is_named(tiny_npz, tmp_path):
+    with pytest.raises(ValueError, match="'cdua' is not a torch device"):
+        train(_config(tiny_npz, tmp_path / "run", device="cdua"))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_training_on_a_missing_gpu_says_so(tiny_npz, tmp_path):
     with pytest.raises(ValueError, match="sees no CUDA GPU"):

@@ -325,7 +325,11 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     """Train `config.model` on `config.data`; return the best checkpoint and its card."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = torch.device(config.device)
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as error:
+        raise ValueError(f"--device {config.device!r} is not a torch device "
+                         "(e.g. cpu, cuda, cuda:1)") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {config.device}: this torch build sees no CUDA GPU "
                          f"(torch {torch.__version__}); train with --device cpu")
