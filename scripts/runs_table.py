@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 from pathlib import Path
+
+from edgehemo.cards import read_card
 
 
 def row(run: Path) -> str | None:
     history_path = run / "history.csv"
     if not history_path.is_file():
         return None
-    history = list(csv.DictReader(history_path.open()))
+    history = list(csv.DictReader(io.StringIO(history_path.read_text())))
     best_val = max(float(r["val_accuracy"]) for r in history)
-    card = json.loads((run / "best.json").read_text()) if (run / "best.json").is_file() else None
+    card = read_card(run / "best.json") if (run / "best.json").is_file() else None
     test = json.loads((run / "test.json").read_text()) if (run / "test.json").is_file() else None
-    architecture = card["architecture"] if card else run.name
-    params = f"{card['num_params'] / 1e6:.2f}M" if card else "-"
-    hyper = card["training"]["hyperparameters"] if card else {}
+    architecture = card.architecture if card else run.name
+    params = f"{card.num_params / 1e6:.2f}M" if card else "-"
+    hyper = card.training.hyperparameters if card and card.training else {}
     recipe = ", ".join(f"{k} {hyper[k]}" for k in ("augment", "lr", "loss", "colour_norm")
                        if k in hyper)
     seconds = sorted(float(r["seconds"]) for r in history)

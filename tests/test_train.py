@@ -60,6 +60,28 @@ def test_a_time_budget_shortens_the_run_to_what_fits(tiny_npz, tmp_path):
     assert result.card.training.hyperparameters["time_budget"] == 1e-9
 
 
+def test_a_run_cut_by_its_budget_ends_its_schedule_and_resumes_as_cut(tiny_npz, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setattr("edgehemo.train.loop.planned_epochs", lambda *args, **kwargs: 3)
+    config = _config(tiny_npz, tmp_path / "run", epochs=5, time_budget=600.0)
+    result = train(config)
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    # The run's last learning rate is that of a one-cycle schedule planned for 3 epochs from
+    # the start (32 images in batches of 16: 2 steps per epoch).
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    planned = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=3,
+                                                  steps_per_epoch=2)
+    for _ in range(6):
+        optimizer.step()
+        planned.step()
+    assert result.history[-1].lr == pytest.approx(optimizer.param_groups[0]["lr"])
+    resumed = train(_config(tiny_npz, tmp_path / "run", epochs=5, time_budget=600.0,
+                            resume=True))
+    assert [r.epoch for r in resumed.history] == [1, 2, 3]
+    with pytest.raises(ValueError, match="minutes must be positive"):
+        train(_config(tiny_npz, tmp_path / "other", time_budget=-1.0))
+
+
 def test_a_shortened_one_cycle_schedule_still_ends_at_its_floor():
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([parameter], lr=1e-3)

@@ -335,6 +335,9 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
                          f"(torch {torch.__version__}); train with --device cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if config.time_budget < 0:
+        raise ValueError(f"--time-budget {config.time_budget}: minutes must be positive "
+                         "(0: no budget)")
     if config.augment not in PRESETS:
         raise ValueError(f"unknown augmentation {config.augment!r}; expected {', '.join(PRESETS)}")
     torch.manual_seed(config.seed)
@@ -374,9 +377,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         state = torch.load(last_path, weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        # The saved one-cycle state already holds a shortened schedule's length.
         epochs = min(config.epochs, state.get("shortened_to") or config.epochs)
-        if epochs != config.epochs and config.schedule == "onecycle":
-            scheduler = _fast_forwarded_onecycle(config, optimizer, len(batches), epochs, 0)
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         if ema is not None and state.get("ema"):
