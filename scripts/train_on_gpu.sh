@@ -7,7 +7,9 @@
 #   scripts/train_on_gpu.sh ../shared/data/pbc_bloodmnist_like_64.npz runs/gpu 15
 #
 # Each run writes OUT/<name>/{best.pt,best.json,history.csv,train.log,test.json}.
-# ONLY="densenet201_cbam cbam_cnn_lab_s0" runs only the named runs.
+# ONLY="densenet201_cbam cbam_cnn_lab_s0" runs only the named runs; SEEDS="0 1 2" sets the
+# cbam_cnn seeds (default "0 1"); EXTRA="--resume" continues runs stopped part-way (same MINUTES:
+# the budget counts the epochs already run).
 # DEVICE=cpu EXTRA="--limit 64 --epochs 1" smoke-tests the script on a machine without a GPU.
 set -euo pipefail
 DATA=${1:?usage: scripts/train_on_gpu.sh DATA.npz OUT [MINUTES]}
@@ -38,7 +40,7 @@ run vgg19_mhsa vgg19_mhsa --input-size 64 --epochs 60 --loss focal --lr 3e-4
 run efficientnet_b3_ma efficientnet_b3_ma --input-size 64 --epochs 60
 run efficientnetv2_s_ma efficientnetv2_s_ma --input-size 64 --epochs 60
 # cbam_cnn for longer than the CPU allows: the shipped (field) recipe and the lab recipe.
-for seed in 0 1; do
+for seed in ${SEEDS:-0 1}; do
   run "cbam_cnn_field_s$seed" cbam_cnn --epochs 80 --augment field --colour-norm per_image \
     --seed "$seed"
   run "cbam_cnn_lab_s$seed" cbam_cnn --epochs 80 --augment strong --seed "$seed"

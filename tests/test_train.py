@@ -17,6 +17,17 @@ def _config(tiny_npz, out, **overrides):
     return TrainConfig.from_recipe("cbam_cnn", tiny_npz, out, **values)
 
 
+def _one_cycle_lr(max_lr, *, epochs, steps, steps_per_epoch=2):
+    """The learning rate of a one-cycle schedule over `epochs` after `steps` steps."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
+                                                   steps_per_epoch=steps_per_epoch)
+    for _ in range(steps):
+        optimizer.step()
+        schedule.step()
+    return optimizer.param_groups[0]["lr"]
+
+
 def test_short_training_makes_the_loss_fall_and_writes_a_card(tiny_npz, tmp_path):
     result = train(_config(tiny_npz, tmp_path / "run"))
     losses = [record.train_loss for record in result.history]
@@ -68,18 +79,25 @@ def test_a_run_cut_by_its_budget_ends_its_schedule_and_resumes_as_cut(tiny_npz, 
     assert [r.epoch for r in result.history] == [1, 2, 3]
     # The run's last learning rate is that of a one-cycle schedule planned for 3 epochs from
     # the start (32 images in batches of 16: 2 steps per epoch).
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
-    planned = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=3,
-                                                  steps_per_epoch=2)
-    for _ in range(6):
-        optimizer.step()
-        planned.step()
-    assert result.history[-1].lr == pytest.approx(optimizer.param_groups[0]["lr"])
+    assert result.history[-1].lr == pytest.approx(_one_cycle_lr(config.lr, epochs=3, steps=6))
     resumed = train(_config(tiny_npz, tmp_path / "run", epochs=5, time_budget=600.0,
                             resume=True))
     assert [r.epoch for r in resumed.history] == [1, 2, 3]
     with pytest.raises(ValueError, match="minutes must be positive"):
         train(_config(tiny_npz, tmp_path / "other", time_budget=-1.0))
+
+
+def test_epochs_that_slow_down_mid_run_are_re_planned_so_the_schedule_still_anneals(
+        tiny_npz, tmp_path, monkeypatch):
+    # The plan after epoch 2 holds 5 epochs; after epoch 3 (a sibling run started) only 4 fit.
+    monkeypatch.setattr("edgehemo.train.loop.planned_epochs",
+                        lambda config, pace, *, elapsed, epochs_done: 5 if epochs_done < 3 else 4)
+    config = _config(tiny_npz, tmp_path / "run", epochs=6, time_budget=600.0)
+    result = train(config)
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4]
+    # Its schedule ended as a 4-epoch one does (not 3 epochs into the 5-epoch plan).
+    assert result.history[-1].lr == pytest.approx(_one_cycle_lr(config.lr, epochs=4, steps=8))
+    assert result.history[-1].lr != pytest.approx(_one_cycle_lr(config.lr, epochs=5, steps=8))
 
 
 def test_a_shortened_one_cycle_schedule_still_ends_at_its_floor():

@@ -457,13 +457,16 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         if config.time_budget > 0 and spent + record.seconds > config.time_budget * 60.0:
             logger.info("time budget %.1f min spent after epoch %d", config.time_budget, epoch)
             break
-        # Planned on the second epoch: the first carries one-off costs (cuDNN autotuning, warm-up,
-        # sibling runs starting on the same machine) and would cut the run far too short.
-        if config.time_budget > 0 and epoch == start_epoch + 1:
-            fitting = planned_epochs(config, record.seconds, elapsed=spent, epochs_done=epoch)
+        # Planned from the second epoch on (the first carries one-off costs: cuDNN autotuning,
+        # warm-up, sibling runs starting on the same machine) and re-planned whenever epochs slow
+        # down (e.g. a sibling run starts), so the one-cycle schedule still anneals before the end.
+        if config.time_budget > 0 and epoch > start_epoch:
+            pace = float(np.mean([r.seconds for r in history[-2:]])) \
+                if epoch > start_epoch + 1 else record.seconds
+            fitting = planned_epochs(config, pace, elapsed=spent, epochs_done=epoch)
             if fitting < epochs:
                 logger.info("time budget %.1f min at %.1f s/epoch: %d epochs instead of %d",
-                            config.time_budget, record.seconds, fitting, epochs)
+                            config.time_budget, pace, fitting, epochs)
                 if config.schedule == "onecycle":
                     scheduler = _fast_forwarded_onecycle(config, optimizer, len(batches),
                                                          fitting, epoch * len(batches))
