@@ -44,5 +44,7 @@ for model in hemonet hemonet_gap; do
     --confusion-png "docs/img/confusion_$model.png" --json "docs/results/evaluate_$model.json"
 done
 $PY scripts/results_table.py > docs/results/tables.md
+# the literature's large models come from the GPU runs (scripts/train_on_gpu.sh)
 $PY scripts/model_comparison.py --npz "$DATA" --folder "$FOLDER" \
+  --elsewhere docs/results/gpu/round1/efficientnet* docs/results/gpu/round3/* \
   --json docs/results/comparison.json > docs/results/comparison.md
