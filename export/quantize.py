@@ -27,22 +27,29 @@ logger = logging.getLogger(__name__)
 MIN_CALIBRATION_IMAGES = 16
 
 
-def calibration_subset(data: ImageSet, count: int, *, seed: int = 0) -> ImageSet:
-    """A class-stratified, seeded sample of `count` images (all of them if fewer)."""
+def calibration_indices(data: ImageSet, count: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a class-stratified, seeded sample of `count` images (all if fewer)."""
     if len(data) < MIN_CALIBRATION_IMAGES:
         raise DatasetError(
             f"{data.source}: {len(data)} calibration images; at least "
             f"{MIN_CALIBRATION_IMAGES} are needed for a trustworthy int8 range"
         )
     if count >= len(data):
-        return data
+        return np.arange(len(data))
     rng = np.random.default_rng(seed)
     per_class = max(1, count // len(data.classes))
     chosen: list[int] = []
     for label in range(len(data.classes)):
         members = np.flatnonzero(data.labels == label)
         chosen.extend(rng.permutation(members)[:per_class].tolist())
-    return data.subset(np.sort(np.asarray(chosen)))
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def calibration_subset(data: ImageSet, count: int, *, seed: int = 0) -> ImageSet:
+    """A class-stratified, seeded sample of `count` images (all of them if fewer)."""
+    if count >= len(data) >= MIN_CALIBRATION_IMAGES:
+        return data
+    return data.subset(calibration_indices(data, count, seed=seed))
 
 
 class _Batches(CalibrationDataReader):

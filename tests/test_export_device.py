@@ -227,3 +227,20 @@ def test_tflite_export_without_converter_says_how_to_get_it(checkpoint, tiny_npz
     with pytest.raises(tflite.ConverterError, match="make tflite-env"):
         export_model(checkpoint, formats=["tflite-int8"], calibration=tiny_npz, out=tmp_path)
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_calibration_sample_is_stratified_seeded_and_refuses_too_few():
+    from edgehemo.datasets import ImageSet
+    from edgehemo.export.quantize import calibration_indices, calibration_subset
+
+    labels = np.repeat(np.arange(4), 10)
+    data = ImageSet(images=np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 3),
+                    labels=labels, classes=("a", "b", "c", "d"),
+                    files=tuple(f"{i}.png" for i in range(40)), source="mem")
+    chosen = calibration_indices(data, 8)
+    assert np.bincount(labels[chosen]).tolist() == [2, 2, 2, 2]
+    assert (chosen == calibration_indices(data, 8)).all() and (np.diff(chosen) > 0).all()
+    assert (calibration_subset(data, 8).images == data.images[chosen]).all()
+    assert calibration_subset(data, 100) is data
+    with pytest.raises(DatasetError, match="at least 16"):
+        calibration_indices(data.subset(np.arange(8)), 4)
