@@ -148,9 +148,9 @@ def train(
                           "checkpoint is saved for CPU either way.")
     ] = "cpu",
     time_budget: Annotated[
-        float, typer.Option(help="Minutes the run may take: after the second epoch the number "
-                            "of epochs (and the one-cycle schedule) is cut to fit, and no epoch "
-                            "starts that would overrun (0: off).")
+        float, typer.Option(help="Minutes the run may take: from the second epoch on, the number "
+                            "of epochs (and the one-cycle schedule) is cut to fit, again if epochs "
+                            "slow down, and no epoch starts that would overrun (0: off).")
     ] = 0.0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
     name: Annotated[str, typer.Option(help="Name recorded in the model card.")] = "",

@@ -2,7 +2,7 @@
 # Train on one CUDA GPU what a 2-core CPU cannot: the literature's large attention models on the
 # full 64x64 training split, and longer runs of the compact cbam_cnn, all at once (each run gets
 # 2 CPU threads for its augmentation). Every run stops within MINUTES (--time-budget cuts its
-# epochs and one-cycle schedule to fit after the second epoch), then is evaluated on the test split.
+# epochs and one-cycle schedule to fit from the second epoch on), then is evaluated on the test split.
 #
 #   scripts/train_on_gpu.sh ../shared/data/pbc_bloodmnist_like_64.npz runs/gpu 15
 #
