@@ -321,13 +321,15 @@ def export(
         progress=lambda message: console.print(f"[dim]{message}[/dim]"),
     )
     table = Table(title=f"export of {model}")
-    for column in ("format", "name", "status", "size MB", "test acc", "agreement w/ fp32"):
+    for column in ("format", "name", "status", "size MB", "test acc", "agreement w/ fp32",
+                   "int8 parity"):
         table.add_column(column)
     for row in rows:
         table.add_row(
             row.format, row.name, row.status, f"{row.megabytes:.2f}",
             f"{row.accuracy:.4f}" if row.accuracy is not None else "-",
             f"{row.agreement:.4f}" if row.agreement is not None else "-",
+            row.parity if row.parity in ("-", "met") else f"[yellow]{row.parity}[/yellow]",
         )
     Console().print(table)
     if any(row.status != "passed" for row in rows):

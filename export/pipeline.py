@@ -3,7 +3,8 @@
 Each artifact is written atomically, described by a manifest, then loaded back through the device
 runtime and measured there: the fp32 ONNX against torch (max logit difference), every artifact on
 the test split (accuracy) and against the fp32 ONNX (top-1 agreement). A full-integer TFLite
-model with a float operator left in it fails validation.
+model with a float operator left in it fails validation. Each int8 artifact measured on test data
+is judged against the parity rule (`int8_parity`); one under it is still written, and says so.
 """
 
 from __future__ import annotations
@@ -35,6 +36,21 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8")
 FP32_TOLERANCE = 1e-4
+PARITY_MIN_AGREEMENT = 0.998  # top-1 agreement of an int8 artifact with its fp32 ONNX
+PARITY_MAX_ACCURACY_GAP = 0.002  # test accuracy an int8 artifact may differ from fp32 by
+
+
+def int8_parity(fp32_accuracy: float, accuracy: float, agreement: float) -> tuple[bool, str]:
+    """Whether an int8 artifact keeps its fp32 model's behaviour, and why not."""
+    problems = []
+    if agreement < PARITY_MIN_AGREEMENT:
+        problems.append(f"agreement {agreement:.2%} < {PARITY_MIN_AGREEMENT:.1%}")
+    gap = accuracy - fp32_accuracy
+    if abs(gap) > PARITY_MAX_ACCURACY_GAP + 1e-9:
+        side = "above" if gap > 0 else "under"
+        problems.append(f"accuracy {abs(gap) * 100:.2f} points {side} fp32 "
+                        f"(at most {PARITY_MAX_ACCURACY_GAP * 100:.1f} either way)")
+    return not problems, "; ".join(problems) or "met"
 
 
 @dataclass
@@ -46,6 +62,7 @@ class ExportRow:
     accuracy: float | None = None
     agreement: float | None = None
     megabytes: float = 0.0
+    parity: str = "-"  # int8 with test data: "met", or what falls short of the rule
 
 
 def parse_formats(text: str) -> list[str]:
@@ -81,6 +98,7 @@ class _Exporter:
         )
         self.eval_name = eval_data.name if eval_data else ""
         self.reference: np.ndarray | None = None  # fp32 ONNX predictions on the test split
+        self.reference_accuracy = 0.0
         self.colour_reference: ColourReference | None = None
 
     def reference_batch(self) -> np.ndarray:
@@ -126,10 +144,20 @@ class _Exporter:
             }
             row.accuracy = report["accuracy"]
             if self.reference is None:
-                self.reference = predictions
+                self.reference, self.reference_accuracy = predictions, report["accuracy"]
             else:
                 row.agreement = float((predictions == self.reference).mean())
                 manifest.metrics["top1_agreement_with_fp32"] = round(row.agreement, 5)
+            if manifest.precision == "int8" and row.agreement is not None:
+                met, row.parity = int8_parity(self.reference_accuracy, report["accuracy"],
+                                              row.agreement)
+                manifest.metrics["int8_parity"] = {
+                    "met": met, "detail": row.parity,
+                    "min_agreement": PARITY_MIN_AGREEMENT,
+                    "max_accuracy_gap": PARITY_MAX_ACCURACY_GAP,
+                }
+                if not met:
+                    logger.warning("%s is under the int8 parity rule: %s", path.name, row.parity)
         manifest.verified_runtime = classifier.backend.runtime_version()
         write_manifest(manifest, manifest_path_for(path))
         row.megabytes = path.stat().st_size / 1e6

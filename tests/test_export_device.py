@@ -45,6 +45,9 @@ def test_export_writes_verified_artifacts_with_manifests(exported):
     assert int8.calibration["count"] == 32 and int8.calibration["split"] == "train"
     assert "QuantizeLinear" in int8.operators and "QuantizeLinear" not in fp32.operators
     assert 0 <= int8.metrics["top1_agreement_with_fp32"] <= 1
+    parity = int8.metrics["int8_parity"]
+    assert parity["min_agreement"] == 0.998 and rows[1].parity == parity["detail"]
+    assert parity["met"] == (parity["detail"] == "met") and "parity" not in str(fp32.metrics)
     assert int8.bytes < fp32.bytes / 2
     assert oct((out / "cbam_cnn_int8.onnx").stat().st_mode & 0o777) == "0o644"
 
@@ -244,3 +247,14 @@ def test_calibration_sample_is_stratified_seeded_and_refuses_too_few():
     assert calibration_subset(data, 100) is data
     with pytest.raises(DatasetError, match="at least 16"):
         calibration_indices(data.subset(np.arange(8)), 4)
+
+
+def test_int8_parity_rule_names_what_falls_short():
+    from edgehemo.export.pipeline import int8_parity
+
+    assert int8_parity(0.9814, 0.9818, 0.9997) == (True, "met")
+    met, detail = int8_parity(0.97375, 0.97125, 0.9975)  # HemoNet's int8 ONNX
+    assert not met and detail == ("agreement 99.75% < 99.8%; "
+                                  "accuracy 0.25 points under fp32 (at most 0.2 either way)")
+    met, detail = int8_parity(0.9662, 0.9688, 0.999)
+    assert not met and detail.startswith("accuracy 0.26 points above fp32")
