@@ -19,7 +19,6 @@ on an untrained instance of the same architecture (the same computation).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from runs_table import read_run  # scripts/ is on the path when a script runs
 
 from edgehemo.cards import ModelCard, read_card
 from edgehemo.device.classifier import Classifier
@@ -105,21 +105,18 @@ def measure(name: str, checkpoint: Path, card: ModelCard, data: dict[str, Path],
     }
 
 
-def measured_elsewhere(run: Path, machine: str, repeats: int) -> dict[str, Any]:
+def measured_elsewhere(path: Path, machine: str, repeats: int) -> dict[str, Any]:
     """A row from a run's card and test evaluation made on another machine (e.g. a GPU)."""
-    card = read_card(run / "best.json")
-    report = json.loads((run / "test.json").read_text())
+    run = read_run(path)
+    if run is None or run.card is None or run.test is None:
+        raise SystemExit(f"{path}: needs history.csv, best.json and test.json (a finished run)")
+    card, report = run.card, run.test
     if report.get("split") != "test":
-        raise ValueError(f"{run / 'test.json'}: not a test-split evaluation")
+        raise SystemExit(f"{path / 'test.json'}: not a test-split evaluation")
     kind = "npz" if str(card.data.get("source", "")).endswith(".npz") else "folder"
-    per_epoch = card.training.seconds_per_epoch
-    history = run / "history.csv"
-    if history.is_file():  # the median: the first epoch carries one-off costs on a GPU
-        with history.open() as rows:
-            per_epoch = float(np.median([float(row["seconds"]) for row in csv.DictReader(rows)]))
-    print(f"{run.name}: from {run} (trained on {machine})", file=sys.stderr)
+    print(f"{path.name}: from {path} (trained on {machine})", file=sys.stderr)
     return {
-        "name": run.name, "architecture": card.architecture, "input": card.input_size,
+        "name": path.name, "architecture": card.architecture, "input": card.input_size,
         "data": kind, "params_m": round(card.num_params / 1e6, 3),
         "fp32_mb": round(card.num_params * 4 / 1e6, 1), "shipped_mb": None,
         "accuracy": round(report["accuracy"], 5), "weighted_f1": round(report["weighted_f1"], 4),
@@ -127,8 +124,8 @@ def measured_elsewhere(run: Path, machine: str, repeats: int) -> dict[str, Any]:
         "weighted_recall": round(weighted(report, "recall"), 4),
         "epochs": card.training.epochs_run,
         "train_images": int(card.data.get("train_images", 0)) or FULL_TRAIN_IMAGES[kind],
-        "seconds_per_epoch": round(per_epoch, 1),
-        "seconds_per_full_epoch": round(per_epoch, 1),
+        "seconds_per_epoch": round(run.median_seconds, 1),
+        "seconds_per_full_epoch": round(run.median_seconds, 1),
         "trained_on": machine,
         "torch_fp32_ms": round(torch_ms(None, card, repeats), 2),
         "int8": [],
