@@ -91,6 +91,24 @@ def float_islands(model: onnx.ModelProto) -> list[str]:
     return chosen
 
 
+KEEP_FLOAT = ("head", "stem")
+
+
+def kept_in_float(model: onnx.ModelProto, keep: tuple[str, ...] = ()) -> list[str]:
+    """The spatial gates (`float_islands`), plus what `keep` names: "head" the last Gemm (the
+    logits layer), "stem" the first convolution."""
+    unknown = sorted(set(keep) - set(KEEP_FLOAT))
+    if unknown:
+        raise ValueError(f"cannot keep {', '.join(unknown)} in float; expected "
+                         f"{', '.join(KEEP_FLOAT)}")
+    chosen = float_islands(model)
+    if "head" in keep:
+        chosen += [n.name for n in model.graph.node if n.op_type == "Gemm"][-1:]
+    if "stem" in keep:
+        chosen += [n.name for n in model.graph.node if n.op_type == "Conv"][:1]
+    return chosen
+
+
 def quantize_onnx(
     fp32_path: Path,
     int8_path: Path,
@@ -99,9 +117,10 @@ def quantize_onnx(
     *,
     input_name: str = "input",
     method: str = "minmax",
+    keep_float: tuple[str, ...] = (),
 ) -> None:
     """Static QDQ quantisation (per-channel int8 weights, uint8 activations, the spatial gates
-    in float); atomic write."""
+    and what `keep_float` names in float); atomic write."""
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
@@ -110,7 +129,7 @@ def quantize_onnx(
         prepared = Path(workdir) / "prepared.onnx"
         quantized = Path(workdir) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        left_in_float = float_islands(onnx.load(str(prepared)))
+        left_in_float = kept_in_float(onnx.load(str(prepared)), keep_float)
         quantize_static(
             str(prepared),
             str(quantized),

@@ -258,3 +258,24 @@ def test_int8_parity_rule_names_what_falls_short():
                                   "accuracy 0.25 points under fp32 (at most 0.2 either way)")
     met, detail = int8_parity(0.9662, 0.9688, 0.999)
     assert not met and detail.startswith("accuracy 0.26 points above fp32")
+
+
+def test_int8_can_keep_the_logits_layer_and_the_stem_in_float(tmp_path):
+    import onnx
+
+    from edgehemo.export import onnx_export
+    from edgehemo.export.quantize import float_islands, kept_in_float
+    from edgehemo.train.registry import create_model
+
+    path = tmp_path / "cbam.onnx"
+    onnx_export.export_onnx(create_model("cbam_cnn", num_classes=8).eval(), 64, path)
+    graph = onnx.load(str(path))
+    gates = float_islands(graph)
+    assert kept_in_float(graph) == gates and len(gates) == 8  # 4 gates: conv + sigmoid each
+    head = kept_in_float(graph, ("head",))[len(gates):]
+    stem = kept_in_float(graph, ("stem",))[len(gates):]
+    kinds = {node.name: node.op_type for node in graph.graph.node}
+    assert [kinds[name] for name in head] == ["Gemm"] and [kinds[n] for n in stem] == ["Conv"]
+    assert stem[0] == next(n.name for n in graph.graph.node if n.op_type == "Conv")
+    with pytest.raises(ValueError, match="cannot keep tail in float"):
+        kept_in_float(graph, ("tail",))
