@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="trained weights: name or best.pt")
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="draws the labelled crops and seeds the fine-tune")
     parser.add_argument("--npz", type=Path, default=SHARED / "pbc_bloodmnist_like_64.npz")
     parser.add_argument("--out", type=Path, help="keep the fine-tuned run here")
     parser.add_argument("--adapt-bn", action="store_true",
@@ -60,7 +62,7 @@ def main() -> None:
     finder = CellFinder()
     colours = lab_stats([c[..., ::-1] for f in frames for c in cut_crops(f, finder.find(f), 200)])
     site = [reinhard(im, colours) for im in images]
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     labelled = np.zeros(len(site), dtype=bool)
     for label in range(len(classes)):
         members = rng.permutation(np.flatnonzero(labels == label))
@@ -85,7 +87,8 @@ def main() -> None:
                             str(unlabelled), "--out", str(Path(start).parent)], check=True)
         command = [sys.executable, "-m", "edgehemo.cli", "train", start, "--finetune",
                    "--data", str(folder), "--replay", str(args.npz), "--epochs",
-                   str(args.epochs), "--out", str(out), "--threads", "2"]
+                   str(args.epochs), "--out", str(out), "--threads", "2",
+                   "--seed", str(args.seed)]
         print(" ".join(command[2:]))
         subprocess.run(command, check=True)
         before, after = Model(args.model), Model(str(out / "best.pt"))
@@ -94,7 +97,8 @@ def main() -> None:
             rows.append(("BatchNorm re-estimated (no labels)", Model(start)))
         rows.append(("after fine-tuning", after))
         print(f"\nsite: PBC val re-stained to BCCD colours; {args.per_class} labelled crops per "
-              f"class for fine-tuning, {len(held)} held-out crops to score\n")
+              f"class (draw and fine-tune seed {args.seed}) for fine-tuning, {len(held)} "
+              "held-out crops to score\n")
         print("| model | site accuracy (held out) | shared test accuracy |")
         print("|---|---:|---:|")
         for name, model in rows:

@@ -93,7 +93,9 @@ def train(
     ] = False,
     replay: Annotated[
         Path | None, typer.Option(help="With --finetune: original training data to mix in, so "
-                                  "the model does not forget it.")
+                                  "the model does not forget it. A site folder without val/ "
+                                  "then trains on every crop, this data's val split is watched "
+                                  "for forgetting, and the last epoch is kept.")
     ] = None,
     replay_count: Annotated[int, typer.Option(help="Replayed images.")] = 2000,
     pretrained: Annotated[

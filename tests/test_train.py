@@ -219,6 +219,31 @@ def test_finetune_adapts_shipped_weights_keeping_their_classes_and_preprocessing
     assert card.training.recipe == "finetune"
 
 
+def test_a_site_fine_tune_with_replay_trains_on_every_crop_and_keeps_its_last_epoch(
+        samples_dir, tiny_npz, tmp_path, caplog):
+    """A few dozen labelled crops per class are too few to hold some out for choosing an epoch:
+    with replayed data, every site crop trains and the replay's validation split is watched."""
+    import logging
+
+    from edgehemo.train.loop import TrainConfig, train
+
+    site = tmp_path / "site"
+    for name in ("neutrophil", "lymphocyte", "monocyte"):
+        (site / name).mkdir(parents=True)
+        for image in sorted((samples_dir / name).glob("*.jpg")):
+            (site / name / image.name).write_bytes(image.read_bytes())
+    crops = len(list(site.rglob("*.jpg")))
+    config = TrainConfig.from_recipe("cbam_cnn", site, tmp_path / "run", recipe_name="finetune",
+                                     finetune=True, epochs=3, threads=1, replay=tiny_npz,
+                                     replay_count=8)
+    with caplog.at_level(logging.INFO, logger="edgehemo.train.loop"):
+        card = train(config).card
+    assert (f"fine-tuning on {crops} site images (+ replay: {crops + 8} in all), validating on 32 "
+            "replayed images, keeping the last epoch") in caplog.text
+    assert card.training.best_epoch == card.training.epochs_run == 3
+    assert card.data["train_images"] == crops + 8
+
+
 def test_a_clinic_trains_hemonet_on_its_own_folders_with_one_command(samples_dir, tmp_path):
     """ALL/AML/MM folders (stand-ins cut from the shipped samples) -> `edgehemo train hemonet`
     -> `edgehemo evaluate` on the test split, through the CLI a clinic would use."""

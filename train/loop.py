@@ -145,8 +145,16 @@ def load_finetune_data(config: TrainConfig, card: ModelCard
     if _has_val_split(config.data):
         val = align_classes(load_dataset(config.data, "val", spec), card.classes)
         train = site
+    elif _validates_on_replay(config):
+        # A few dozen crops per class are too few to give some up for choosing an epoch: all of
+        # them train, the replayed data's validation split watches for forgetting, and the
+        # fixed schedule's last epoch is kept.
+        assert config.replay is not None
+        train = site
+        val = align_classes(load_dataset(config.replay, "val", spec), card.classes)
     else:
         train, val = _stratified_holdout(site, 0.2, config.seed)
+    site_count = len(train)
     if config.replay is not None:
         original = align_classes(load_dataset(config.replay, "train", spec), card.classes)
         rng = np.random.default_rng(config.seed)
@@ -155,10 +163,16 @@ def load_finetune_data(config: TrainConfig, card: ModelCard
         train = ImageSet(np.concatenate([train.images, replay.images]),
                          np.concatenate([train.labels, replay.labels]), card.classes,
                          (), f"{site.source} + {len(replay)} replayed from {original.source}")
-    logger.info("fine-tuning on %d site images (+ replay: %d in all), validating on %d",
-                len(site) - len(val) if not _has_val_split(config.data) else len(site),
-                len(train), len(val))
+    logger.info("fine-tuning on %d site images (+ replay: %d in all), validating on %d%s",
+                site_count, len(train), len(val),
+                " replayed images, keeping the last epoch" if _validates_on_replay(config) else "")
     return train, val, spec
+
+
+def _validates_on_replay(config: TrainConfig) -> bool:
+    """A fine-tune on a site folder without val/, with replayed data that has a val split."""
+    return (config.finetune and not _has_val_split(config.data) and config.replay is not None
+            and _has_val_split(config.replay))
 
 
 def load_training_data(config: TrainConfig) -> tuple[ImageSet, ImageSet, PreprocessSpec]:
@@ -371,6 +385,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
 
     history: list[EpochRecord] = []
     best_accuracy, best_epoch, start_epoch = -1.0, 0, 1
+    keep_last = _validates_on_replay(config)
     epochs = config.epochs  # shortened once if a time budget cannot hold them all
     last_path = out / "last.pt"
     if config.resume and last_path.is_file():
@@ -418,7 +433,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         lr = optimizer.param_groups[0]["lr"]
         scored = ema.module if ema is not None else model
         val_loss, val_accuracy = _evaluate(scored, val_set, spec, loss_fn, device)
-        improved = val_accuracy > best_accuracy
+        improved = val_accuracy > best_accuracy or keep_last
         if config.schedule in ("exponential", "cosine"):
             scheduler.step()
         elif config.schedule == "plateau":
