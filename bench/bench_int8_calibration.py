@@ -10,8 +10,10 @@ on every other training image and the validation split: top-1 disagreements, mea
 of the softmax, mean absolute logit difference, and the 99th percentile of the top-1 margin lost.
 KEEP leaves more in float besides
 the spatial gates `edgehemo export` always keeps: `float-head` the last Gemm (the logits layer),
-`float-stem` the first convolution. `--test` also measures the test split, for the final figure
-of the variant already chosen on the others. Percentile and entropy calibration hold histograms of
+`float-stem` the first convolution, `node:NAME` that node. `--sweep` adds one variant per
+convolution and Gemm that int8 quantises (minmax:256 with that node in float): a layer-by-layer
+sensitivity analysis. `--test` also measures the test split, for the final figure of the variant
+already chosen on the others. Percentile and entropy calibration hold histograms of
 every activation: at 224x224 keep COUNT small.
 """
 
@@ -22,16 +24,37 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from edgehemo.datasets import ImageSet, align_classes, load_dataset
 from edgehemo.export import onnx_export
-from edgehemo.export.quantize import calibration_indices, quantize_onnx
+from edgehemo.export.quantize import calibration_indices, float_islands, quantize_onnx
 from edgehemo.models import resolve_weights
 from edgehemo.preprocess import PreprocessSpec, normalize
 from edgehemo.train.evaluate import load_model
 
 KEEP = {"float-head": ("head",), "float-stem": ("stem",)}
+
+
+def keep_of(variant: str) -> tuple[str, ...]:
+    """KEEP of METHOD:COUNT[:KEEP] (a node name may itself hold colons)."""
+    parts = variant.split(":", 2)
+    if len(parts) < 3:
+        return ()
+    if parts[2].startswith("node:"):
+        return (parts[2],)
+    if parts[2] not in KEEP:
+        raise SystemExit(f"unknown KEEP {parts[2]!r}: {', '.join(KEEP)} or node:NAME")
+    return KEEP[parts[2]]
+
+
+def quantised_layers(path: Path) -> list[str]:
+    """Convolutions and Gemms that int8 quantises (the spatial gates stay float anyway)."""
+    graph = onnx.load(str(path))
+    left = set(float_islands(graph))
+    return [n.name for n in graph.graph.node
+            if n.op_type in ("Conv", "Gemm") and n.name not in left]
 
 
 def logits(path: Path, images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -68,6 +91,8 @@ def main() -> None:
     parser.add_argument("model", help="shipped name or best.pt")
     parser.add_argument("--data", type=Path, required=True, help="the model's training data")
     parser.add_argument("--variants", nargs="+", default=["minmax:256"])
+    parser.add_argument("--sweep", action="store_true",
+                        help="add minmax:256 with each quantised Conv/Gemm in float, one at a time")
     parser.add_argument("--test", action="store_true", help="also measure the test split")
     args = parser.parse_args()
     weights = resolve_weights(args.model)
@@ -87,17 +112,19 @@ def main() -> None:
                      "val": logits(work / "fp32.onnx", val.images, spec)}
         if test is not None:
             reference["test"] = logits(work / "fp32.onnx", test.images, spec)
+        variants = list(args.variants)
+        if args.sweep:
+            variants += [f"minmax:256:node:{name}"
+                         for name in quantised_layers(work / "int8_graph.onnx")]
         print("| variant | non-test images | differ | KL mean | mean abs logit diff "
               "| margin lost p99 | test differ |")
         print("|---|---|---|---|---|---|---|")
-        for variant in args.variants:
-            method, count, *keep = variant.split(":")
-            if keep and keep[0] not in KEEP:
-                raise SystemExit(f"unknown KEEP {keep[0]!r}: {', '.join(KEEP)}")
+        for variant in variants:
+            method, count = variant.split(":")[:2]
             chosen = calibration_indices(train, int(count))
             out = work / "int8.onnx"
             quantize_onnx(work / "int8_graph.onnx", out, train.subset(chosen), spec,
-                          method=method, keep_float=KEEP[keep[0]] if keep else ())
+                          method=method, keep_float=keep_of(variant))
             rest = np.setdiff1d(np.arange(len(train)), chosen)
             scores = closeness(
                 np.concatenate([reference["train"][rest], reference["val"]]),

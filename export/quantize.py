@@ -96,17 +96,22 @@ KEEP_FLOAT = ("head", "stem")
 
 def kept_in_float(model: onnx.ModelProto, keep: tuple[str, ...] = ()) -> list[str]:
     """The spatial gates (`float_islands`), plus what `keep` names: "head" the last Gemm (the
-    logits layer), "stem" the first convolution."""
-    unknown = sorted(set(keep) - set(KEEP_FLOAT))
+    logits layer), "stem" the first convolution, "node:NAME" the node of that name."""
+    named = [k.removeprefix("node:") for k in keep if k.startswith("node:")]
+    kinds = [k for k in keep if not k.startswith("node:")]
+    unknown = sorted(set(kinds) - set(KEEP_FLOAT))
     if unknown:
         raise ValueError(f"cannot keep {', '.join(unknown)} in float; expected "
-                         f"{', '.join(KEEP_FLOAT)}")
+                         f"{', '.join(KEEP_FLOAT)} or node:NAME")
+    missing = sorted(set(named) - {node.name for node in model.graph.node})
+    if missing:
+        raise ValueError(f"cannot keep {', '.join(missing)} in float: no such node")
     chosen = float_islands(model)
-    if "head" in keep:
+    if "head" in kinds:
         chosen += [n.name for n in model.graph.node if n.op_type == "Gemm"][-1:]
-    if "stem" in keep:
+    if "stem" in kinds:
         chosen += [n.name for n in model.graph.node if n.op_type == "Conv"][:1]
-    return chosen
+    return chosen + [name for name in named if name not in chosen]
 
 
 def quantize_onnx(

@@ -260,7 +260,7 @@ def test_int8_parity_rule_names_what_falls_short():
     assert not met and detail.startswith("accuracy 0.26 points above fp32")
 
 
-def test_int8_can_keep_the_logits_layer_and_the_stem_in_float(tmp_path):
+def test_int8_can_keep_the_logits_layer_the_stem_or_a_named_node_in_float(tmp_path):
     import onnx
 
     from edgehemo.export import onnx_export
@@ -279,3 +279,7 @@ def test_int8_can_keep_the_logits_layer_and_the_stem_in_float(tmp_path):
     assert stem[0] == next(n.name for n in graph.graph.node if n.op_type == "Conv")
     with pytest.raises(ValueError, match="cannot keep tail in float"):
         kept_in_float(graph, ("tail",))
+    third = [n.name for n in graph.graph.node if n.op_type == "Conv"][2]
+    assert kept_in_float(graph, (f"node:{third}",)) == [*gates, third]
+    with pytest.raises(ValueError, match="no such node"):
+        kept_in_float(graph, ("node:/model/missing/Conv",))
