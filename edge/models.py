@@ -146,9 +146,11 @@ def resolve_artifact(
             return artifact
     other = [a.manifest.format for a in available if a.name == str(name_or_path)]
     if other:
+        runs_it = "tflite" if "tflite" in other else "cpu"
         raise ModelNotFoundError(
             f"{name_or_path} exists only as {', '.join(other)}; this backend runs "
-            f"{', '.join(formats)} (export it with `edgehemo export`)"
+            f"{', '.join(formats)}: run it with --backend {runs_it}, or export it as "
+            f"{formats[0]} with `edgehemo export`"
         )
     names = sorted({a.name for a in available})
     close = difflib.get_close_matches(str(name_or_path), names, n=3, cutoff=0.5)

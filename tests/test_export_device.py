@@ -103,6 +103,10 @@ def test_corrupt_or_mismatched_artifacts_are_refused(exported, tmp_path):
         Classifier.load(artifact, backend="cpuu")
     with pytest.raises(ModelNotFoundError, match="no exported model named"):
         Classifier.load("no_such_model_int8")
+    # the shipped HemoNet int8 is a TFLite file only: the ONNX backend says which one runs it
+    with pytest.raises(ModelNotFoundError, match=r"hemonet_int8 exists only as tflite; this "
+                       r"backend runs onnx: run it with --backend tflite"):
+        Classifier.load("hemonet_int8", backend="cpu")
 
 
 def test_export_records_what_capture_feeds_the_model(checkpoint, tmp_path):
