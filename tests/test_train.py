@@ -242,6 +242,8 @@ def test_a_site_fine_tune_with_replay_trains_on_every_crop_and_keeps_its_last_ep
             "replayed images, keeping the last epoch") in caplog.text
     assert card.training.best_epoch == card.training.epochs_run == 3
     assert card.data["train_images"] == crops + 8
+    assert card.data["epoch_kept"] == "last" and card.data["val_images"] == 32
+    assert card.data["val_source"].endswith("tiny.npz:val")
 
 
 def test_a_clinic_trains_hemonet_on_its_own_folders_with_one_command(samples_dir, tmp_path):

@@ -501,6 +501,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         checkpoint_bytes=checkpoint.stat().st_size,
         data={"source": str(config.data), "train_images": len(train_set),
               "val_images": len(val_set),
+              **({"val_source": val_set.source, "epoch_kept": "last"} if keep_last else {}),
               **({"finetuned_from": base_weights.name,
                   "finetuned_from_sha256": base_weights.card.checkpoint_sha256}
                  if base_weights else {})},
