@@ -13,7 +13,8 @@ the spatial gates `edgehemo export` always keeps: `float-head` the last Gemm (th
 `float-stem` the first convolution, `node:NAME` that node. `--sweep` adds one variant per
 convolution and Gemm that int8 quantises (minmax:256 with that node in float): a layer-by-layer
 sensitivity analysis. `--test` also measures the test split, for the final figure of the variant
-already chosen on the others. Percentile and entropy calibration hold histograms of
+already chosen on the others, with the fp32 top-two margin of each test image that flips and the
+split's smallest margins. Percentile and entropy calibration hold histograms of
 every activation: at 224x224 keep COUNT small.
 """
 
@@ -72,6 +73,12 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(1, keepdims=True))
 
 
+def top_margin(z: np.ndarray) -> np.ndarray:
+    """Each row's top logit over its second."""
+    ordered = np.sort(z, axis=1)
+    return ordered[:, -1] - ordered[:, -2]
+
+
 def closeness(reference: np.ndarray, quantized: np.ndarray) -> dict[str, float]:
     rows = np.arange(len(reference))
     top = reference.argmax(1)
@@ -112,6 +119,9 @@ def main() -> None:
                      "val": logits(work / "fp32.onnx", val.images, spec)}
         if test is not None:
             reference["test"] = logits(work / "fp32.onnx", test.images, spec)
+            nearest = np.sort(top_margin(reference["test"]))[:4]
+            print("smallest fp32 top-two margins on the test split: "
+                  + ", ".join(f"{m:.3f}" for m in nearest))
         variants = list(args.variants)
         if args.sweep:
             variants += [f"minmax:256:node:{name}"
@@ -132,9 +142,11 @@ def main() -> None:
                                 logits(out, val.images, spec)]))
             tested = "-"
             if test is not None:
-                differ = int((logits(out, test.images, spec).argmax(1)
-                              != reference["test"].argmax(1)).sum())
-                tested = f"{differ} of {len(test)}"
+                flipped = np.flatnonzero(logits(out, test.images, spec).argmax(1)
+                                         != reference["test"].argmax(1))
+                margins = ", ".join(f"{m:.3f}" for m in top_margin(reference["test"][flipped]))
+                tested = f"{len(flipped)} of {len(test)}" + (f" (fp32 margins {margins})"
+                                                              if len(flipped) else "")
             print(f"| {variant} | {scores['images']} | {scores['differ']} "
                   f"| {scores['kl_mean']:.2e} | {scores['logit_diff']:.4f} "
                   f"| {scores['margin_lost_p99']:.3f} | {tested} |", flush=True)
