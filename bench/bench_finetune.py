@@ -36,7 +36,7 @@ from edgehemo.device.cellfinder import CellFinder, cut_crops
 
 
 def site_accuracy(model: Model, images: list[np.ndarray], labels: np.ndarray) -> float:
-    framed = np.stack([frame_raw(im, model.spec, 1.0) for im in images])
+    framed = np.stack([frame_raw(im, model.spec) for im in images])
     return float((model.predict(framed).argmax(1) == labels).mean())
 
 

@@ -6,8 +6,10 @@ Part 1 - the shared validation split (pbc_jpeg_subset/val, full-resolution PBC i
 deterministic shifts applied before the model's own preprocessing: re-staining to the colours of
 another lab (BCCD, Reinhard transfer in LAB), a stain shift in optical-density space, white
 balance, exposure, defocus, JPEG, sensor noise, and magnification (the cell smaller or larger in
-the crop). Accuracy per shift and the share of crops the manifest's colour reference calls
-unfamiliar.
+the crop), and the crop a user hands over (wide with the cell small, tight with the cell touching
+the border, off-centre). Each model frames the shifted image with its own preprocessing (centre
+or cell framing). Accuracy per shift and the share of crops the manifest's colour reference
+calls unfamiliar.
 
 Part 2 - BCCD full-field frames (another lab, no cell-type labels): cells found by the cell
 finder, then the predicted class mix, mean confidence, low-confidence and unfamiliar shares, and
@@ -142,33 +144,57 @@ def noise(image: np.ndarray) -> np.ndarray:
     return np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
 
 
-def shifts(bccd_colours: tuple[np.ndarray, np.ndarray] | None) -> dict[str, tuple]:
-    """name -> (transform of the raw BGR image, crop_fraction multiplier)."""
-    out: dict[str, tuple] = {
-        "none": (None, 1.0),
-        "stain: more haematoxylin, less eosin (OD)": (hed_shift, 1.0),
-        "white balance: warm": (gains(0.8, 0.95, 1.15), 1.0),
-        "white balance: cool": (gains(1.15, 1.0, 0.8), 1.0),
-        "exposure: dark (x0.6)": (lambda im: (im * 0.6).astype(np.uint8), 1.0),
-        "exposure: bright (gamma 0.6)": (
-            lambda im: (255 * (im / 255.0) ** 0.6).astype(np.uint8), 1.0),
-        "defocus (sigma 4 px)": (lambda im: cv2.GaussianBlur(im, (0, 0), 4), 1.0),
-        "JPEG quality 25": (jpeg(25), 1.0),
-        "sensor noise (sigma 10)": (noise, 1.0),
-        "magnification: cell smaller (x0.7)": (None, 1 / 0.7),
-        "magnification: cell larger (x1.3)": (None, 1 / 1.3),
+def rescaled(factor: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The same field at another magnification, still the same pixel size: smaller cells are
+    surrounded by the field's reflection, larger ones lose the field's edges."""
+    def apply(image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        resized = cv2.resize(image, (round(width * factor), round(height * factor)),
+                             interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+        rows, cols = resized.shape[:2]
+        if factor < 1:
+            top, left = (height - rows) // 2, (width - cols) // 2
+            return cv2.copyMakeBorder(resized, top, height - rows - top, left,
+                                      width - cols - left, cv2.BORDER_REFLECT_101)
+        top, left = (rows - height) // 2, (cols - width) // 2
+        return np.ascontiguousarray(resized[top : top + height, left : left + width])
+    return apply
+
+
+def centre_cut(side: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A tight crop: the central `side` pixels, the cell touching the border."""
+    def apply(image: np.ndarray) -> np.ndarray:
+        top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+        return np.ascontiguousarray(image[top : top + side, left : left + side])
+    return apply
+
+
+def shifts(bccd_colours: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Callable | None]:
+    """name -> transform of the raw BGR image (None: unchanged)."""
+    out: dict[str, Callable | None] = {
+        "none": None,
+        "stain: more haematoxylin, less eosin (OD)": hed_shift,
+        "white balance: warm": gains(0.8, 0.95, 1.15),
+        "white balance: cool": gains(1.15, 1.0, 0.8),
+        "exposure: dark (x0.6)": lambda im: (im * 0.6).astype(np.uint8),
+        "exposure: bright (gamma 0.6)": lambda im: (255 * (im / 255.0) ** 0.6).astype(np.uint8),
+        "defocus (sigma 4 px)": lambda im: cv2.GaussianBlur(im, (0, 0), 4),
+        "JPEG quality 25": jpeg(25),
+        "sensor noise (sigma 10)": noise,
+        "magnification: cell smaller (x0.7)": rescaled(0.7),
+        "magnification: cell larger (x1.3)": rescaled(1.3),
+        "crop: wide, cell small (x0.5)": rescaled(0.5),
+        "crop: tight (central 144 px)": centre_cut(144),
+        "crop: off-centre (cell 60 px from the centre)": lambda im: np.ascontiguousarray(
+            im[60:, 60:]),
     }
     if bccd_colours is not None:
-        out["re-stained to BCCD colours (Reinhard)"] = (
-            lambda im: reinhard(im, bccd_colours), 1.0)
+        out["re-stained to BCCD colours (Reinhard)"] = lambda im: reinhard(im, bccd_colours)
     return out
 
 
-def frame_raw(image: np.ndarray, spec: PreprocessSpec, fraction_scale: float) -> np.ndarray:
-    fraction = min(1.0, spec.crop_fraction * fraction_scale)
-    rgb = image[..., ::-1]
-    return crop_and_resize(np.ascontiguousarray(rgb), spec.model_copy(
-        update={"crop_fraction": fraction}))
+def frame_raw(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    return crop_and_resize(np.ascontiguousarray(image[..., ::-1]), spec)
 
 
 def load_val(root: Path) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
@@ -206,13 +232,13 @@ def main() -> None:
     lines = ["| shift | " + " | ".join(m.name for m in models) + " |",
              "|---|" + "---:|" * len(models)]
     rows = []
-    for shift, (transform, fraction) in shifts(bccd_colours).items():
+    for shift, transform in shifts(bccd_colours).items():
         shifted = [transform(im) if transform else im for im in images]
         cells = []
         for model in models:
             if list(model.classes) != classes:
                 raise SystemExit(f"{model.name}: classes {model.classes} differ from {classes}")
-            framed = np.stack([frame_raw(im, model.spec, fraction) for im in shifted])
+            framed = np.stack([frame_raw(im, model.spec) for im in shifted])
             accuracy = float((model.predict(framed).argmax(1) == labels).mean())
             odd = (f" ({model.reference.unfamiliar(framed).mean():.0%} unfamiliar)"
                    if model.reference else "")

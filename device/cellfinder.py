@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgehemo.framing import NUCLEUS_WINDOW, window
 from edgehemo.preprocess import opencv
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, x1/y1 exclusive
@@ -46,7 +47,9 @@ class CellFinderSettings(BaseModel):
         0.5, gt=0, le=1, description="Largest nucleus area as a fraction of the frame."
     )
     box_scale: float = Field(1.3, gt=0, description="Cell box side / nucleus box side.")
-    crop_scale: float = Field(1.55, gt=0, description="Classifier window / nucleus extent.")
+    crop_scale: float = Field(
+        NUCLEUS_WINDOW, gt=0, description="Classifier window / nucleus extent."
+    )
     drop_edge_cells: bool = Field(
         False, description="Ignore nuclei that touch the frame border (cut-off cells)."
     )
@@ -137,19 +140,6 @@ def box_iou(a: Box | tuple[float, ...], b: Box | tuple[float, ...]) -> float:
 def _clip(box: tuple[float, float, float, float], width: int, height: int) -> Box:
     x0, y0, x1, y1 = box
     return (max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1)))
-
-
-def window(frame_bgr: np.ndarray, box: Box) -> np.ndarray:
-    """The frame inside `box`; parts past the frame border are filled by replicating the edge,
-    so a cell near the border stays centred."""
-    cv2 = opencv()
-    height, width = frame_bgr.shape[:2]
-    x0, y0, x1, y1 = box
-    inner = frame_bgr[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
-    pads = (max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width))
-    if any(pads):
-        inner = cv2.copyMakeBorder(inner, *pads, cv2.BORDER_REPLICATE)
-    return inner
 
 
 def grow(box: Box, factor: float) -> Box:

@@ -138,6 +138,11 @@ def train(
         str, typer.Option(help="none, or per_image (standardise each image's colours; for "
                           "cameras and stains unlike the training data).")
     ] = "none",
+    framing: Annotated[
+        str, typer.Option(help="centre (PBC's centre square), or cell (raw images framed around "
+                          "the white cell; npz crops are also seen that way half the time, so "
+                          "the model takes crops of any framing).")
+    ] = "centre",
     bf16: Annotated[
         bool, typer.Option(help="bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX).")
     ] = False,
@@ -172,7 +177,8 @@ def train(
         gamma=gamma, loss=loss, label_smoothing=label_smoothing, focal_alpha=focal_alpha,
         focal_gamma=focal_gamma, augment=augment, ema=ema, patience=patience, seed=seed,
         threads=threads, crop_fraction=crop_fraction, input_size=input_size,
-        colour_norm=colour_norm, bf16=bf16, device=device, time_budget=time_budget,
+        colour_norm=colour_norm, framing=framing, bf16=bf16, device=device,
+        time_budget=time_budget,
         limit=limit, resume=resume,
         name=name,
     )

@@ -47,6 +47,12 @@ class PreprocessSpec(BaseModel):
         description="per_image: standardise each image's channels to zero mean and unit "
         "deviation (a stain/white-balance normalisation), instead of the fixed mean/std.",
     )
+    framing: Literal["centre", "cell"] = Field(
+        "centre",
+        description="How a raw image is cut before resizing: centre (the centre square of "
+        "crop_fraction, PBC's framing) or cell (a window around the white cell's nucleus, "
+        "edgehemo.framing; the centre square where no nucleus is found).",
+    )
 
 # floor of a channel's deviation (0..1 scale) in per-image normalisation: a flat image stays flat
 PER_IMAGE_STD_FLOOR = 0.02
@@ -83,7 +89,8 @@ def centre_square(height: int, width: int, crop_fraction: float) -> tuple[int, i
 
 
 def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Centre-crop a raw RGB image to a square and resize it to the model's input size.
+    """Cut a raw RGB image to a square (centre or cell framing) and resize it to the model's
+    input size.
 
     An image already at the input size is taken as framed (a MedMNIST-style crop) and returned
     unchanged: cropping it again would cut the cell.
@@ -93,13 +100,23 @@ def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     height, width = image.shape[:2]
     if height == width == spec.input_size:
         return np.ascontiguousarray(image)
-    top, left, side = centre_square(height, width, spec.crop_fraction)
-    square = image[top : top + side, left : left + side]
-    if side == spec.input_size:
+    square = _frame(image, spec)
+    if square.shape[:2] == (spec.input_size, spec.input_size):
         return np.ascontiguousarray(square)
     cv2 = opencv()
     size = (spec.input_size, spec.input_size)
     return cv2.resize(square, size, interpolation=cv2.INTER_AREA)
+
+
+def _frame(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    if spec.framing == "cell":
+        from edgehemo.framing import cell_window, window
+
+        box = cell_window(image)
+        if box is not None:
+            return window(image, box)
+    top, left, side = centre_square(*image.shape[:2], spec.crop_fraction)
+    return image[top : top + side, left : left + side]
 
 
 def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

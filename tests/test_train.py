@@ -1,11 +1,14 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from edgehemo.cards import read_card
+from edgehemo.preprocess import PreprocessSpec
 from edgehemo.train.augment import PRESETS, augment
+from edgehemo.train.data import TrainBatches
 from edgehemo.train.evaluate import evaluate_checkpoint
 from edgehemo.train.loop import TrainConfig, _fast_forwarded_onecycle, planned_epochs, train
 from edgehemo.train.losses import FocalLoss
@@ -276,3 +279,30 @@ def test_a_clinic_trains_hemonet_on_its_own_folders_with_one_command(samples_dir
     assert report.returncode == 0, report.stderr
     metrics = json.loads(report.stdout)
     assert metrics["num_images"] == 3 and 0 <= metrics["accuracy"] <= 1
+
+
+def test_a_cell_framed_training_records_its_framing_in_the_card(tiny_npz, tmp_path):
+    result = train(_config(tiny_npz, tmp_path / "run", epochs=1, framing="cell"))
+    card = read_card(tmp_path / "run" / "best.json")
+    assert card.preprocessing.framing == "cell" and result.history
+
+
+def test_a_second_view_is_drawn_for_about_half_the_images(sample_set):
+    dark = sample_set.subset(np.arange(len(sample_set)))
+    dark.images[:] = 0
+    bright = np.full_like(dark.images, 255)
+    batches = TrainBatches(dark, PreprocessSpec(mean=(0, 0, 0), std=(1, 1, 1)), batch_size=32,
+                           augment_config=PRESETS["none"],
+                           generator=torch.Generator().manual_seed(0), second_view=bright)
+    x, _ = next(iter(batches))
+    from_second = (x.amax(dim=(1, 2, 3)) == 1.0).sum().item()
+    assert 6 <= from_second <= 26  # Binomial(32, 0.5), not all from one view
+    assert set(x.amax(dim=(1, 2, 3)).tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="second view"):
+        TrainBatches(dark, PreprocessSpec(), batch_size=4, augment_config=PRESETS["none"],
+                     generator=torch.Generator(), second_view=bright[:3])
+
+
+def test_an_unknown_framing_is_refused(tiny_npz, tmp_path):
+    with pytest.raises(ValueError, match="framing"):
+        train(_config(tiny_npz, tmp_path / "run", epochs=1, framing="middle"))

@@ -34,8 +34,16 @@ class TrainBatches:
         batch_size: int,
         augment_config: AugmentConfig,
         generator: torch.Generator,
+        second_view: np.ndarray | None = None,
     ) -> None:
+        """`second_view`: the same images framed another way (e.g. cell framing of an npz's
+        centre crops); each drawn image comes from either view with equal chance."""
         self.images = torch.from_numpy(np.ascontiguousarray(data.images))  # (N, H, W, 3) uint8
+        if second_view is not None and second_view.shape != data.images.shape:
+            raise ValueError(f"second view has shape {second_view.shape}, "
+                             f"the images {data.images.shape}")
+        self.second_view = (torch.from_numpy(np.ascontiguousarray(second_view))
+                            if second_view is not None else None)
         self.labels = torch.from_numpy(data.labels)
         self.spec = spec
         self.batch_size = batch_size
@@ -49,7 +57,11 @@ class TrainBatches:
         order = torch.randperm(len(self.labels), generator=self.generator)
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
-            x = self.images[index].permute(0, 3, 1, 2).float().div_(255.0)
+            images = self.images[index]
+            if self.second_view is not None:
+                other = torch.rand(len(index), generator=self.generator) < 0.5
+                images = torch.where(other.view(-1, 1, 1, 1), self.second_view[index], images)
+            x = images.permute(0, 3, 1, 2).float().div_(255.0)
             x = augment(x, self.augment_config, self.generator)
             yield normalize_tensor(x, self.spec).contiguous(), self.labels[index]
 

@@ -27,6 +27,7 @@ from torch.optim.swa_utils import AveragedModel
 from edgehemo.cards import ModelCard, TrainingRecord, write_card
 from edgehemo.datasets import ImageSet, align_classes, load_dataset
 from edgehemo.errors import CheckpointError, DatasetError
+from edgehemo.framing import reframe
 from edgehemo.models import resolve_weights
 from edgehemo.preprocess import PreprocessSpec, channel_statistics
 from edgehemo.store.atomic import sha256_file, write_atomically
@@ -69,6 +70,7 @@ class TrainConfig:
     crop_fraction: float | None = None
     input_size: int | None = None  # None: the architecture's registered size
     colour_norm: str = "none"
+    framing: str = "centre"  # cell: raw images framed around the white cell (edgehemo.framing)
     finetune: bool = False  # `model` names trained weights to adapt, not an architecture
     replay: Path | None = None  # original training data mixed in while fine-tuning
     replay_count: int = 2000
@@ -179,7 +181,7 @@ def load_training_data(config: TrainConfig) -> tuple[ImageSet, ImageSet, Preproc
     """Train and validation sets, and the preprocessing spec with the train set's statistics."""
     info = model_info(config.model)
     base = PreprocessSpec(input_size=config.input_size or info.input_size,
-                          colour_norm=config.colour_norm)
+                          colour_norm=config.colour_norm, framing=config.framing)
     if config.crop_fraction is not None:
         base = base.model_copy(update={"crop_fraction": config.crop_fraction})
     train = load_dataset(config.data, "train", base)
@@ -221,6 +223,15 @@ def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Te
                 average.copy_(value)
 
     return update
+
+
+def _cell_framed_view(config: TrainConfig, spec: PreprocessSpec,
+                      train_set: ImageSet) -> np.ndarray | None:
+    """With cell framing, an npz's crops (framed by their maker) are also shown cell-framed, so
+    the model learns both; an ImageFolder's raw images are already cell-framed on loading."""
+    if spec.framing != "cell" or config.finetune or config.data.suffix != ".npz":
+        return None
+    return reframe(train_set.images)
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -352,6 +363,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     if config.time_budget < 0:
         raise ValueError(f"--time-budget {config.time_budget}: minutes must be positive "
                          "(0: no budget)")
+    if config.framing not in ("centre", "cell"):
+        raise ValueError(f"unknown framing {config.framing!r}; expected centre or cell")
     if config.augment not in PRESETS:
         raise ValueError(f"unknown augmentation {config.augment!r}; expected {', '.join(PRESETS)}")
     torch.manual_seed(config.seed)
@@ -375,7 +388,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     model = model.to(device=device, memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(config.seed)
     batches = TrainBatches(train_set, spec, batch_size=config.batch_size,
-                           augment_config=PRESETS[config.augment], generator=generator)
+                           augment_config=PRESETS[config.augment], generator=generator,
+                           second_view=_cell_framed_view(config, spec, train_set))
     optimizer = _optimizer(config, model)
     scheduler = _scheduler(config, optimizer, len(batches))
     loss_fn = make_loss(config.loss, label_smoothing=config.label_smoothing,

@@ -1,0 +1,124 @@
+"""Frame a single-cell image around its white cell, whatever the crop it came in.
+
+A crop handed to `classify` may be a tight 100-pixel box around a cell or a 300-pixel field with
+red cells around it; a fixed centre crop (PBC's framing) cuts the first and shrinks the second.
+Cell framing finds the white cell's nucleus, the most blue-violet thing in the image (`blue -
+green`, as the capture's cell finder does on whole frames, with Otsu's threshold because a single
+crop has no fixed exposure), and cuts the square window of `NUCLEUS_WINDOW` times the nucleus
+extent around it: the framing the capture daemon gives the crops it cuts from frames. Parts of
+the window past the image border are filled by replicating the edge, so the cell stays centred.
+numpy and OpenCV only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgehemo.preprocess import opencv
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels, x1/y1 exclusive
+
+# Classifier window / nucleus extent: a 200-pixel PBC window around a nucleus that spans ~128
+# pixels (measured on the PBC training images); the capture's cell finder uses the same ratio.
+NUCLEUS_WINDOW = 1.55
+# The nucleus is looked for on a copy whose shorter side is this many pixels (fast, and the
+# closing below then joins a neutrophil's lobes at any input resolution).
+WORK_SIDE = 128
+# Otsu's threshold on blue - green, never below this: a crop with no stained nucleus (plasma and
+# red cells only) must not make one out of noise. The lowest Otsu threshold on PBC images is ~24.
+MIN_STAIN = 25
+# A nucleus smaller than this share of the image is taken as noise, and the centre crop is used.
+MIN_NUCLEUS_SHARE = 0.002
+
+
+@dataclass(frozen=True)
+class Nucleus:
+    """The chosen nucleus, in the image's pixels: centre and extent (longer box side)."""
+
+    cx: float
+    cy: float
+    extent: float
+
+
+def locate_nucleus(image_rgb: np.ndarray) -> Nucleus | None:
+    """The white cell's nucleus nearest the image centre (the largest, weighted by closeness),
+    with the nearby fragments (lobes) it is made of; None where no stained nucleus is seen."""
+    cv2 = opencv()
+    height, width = image_rgb.shape[:2]
+    scale = min(1.0, WORK_SIDE / min(height, width))
+    small = (
+        cv2.resize(image_rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
+                   interpolation=cv2.INTER_AREA)
+        if scale < 1 else image_rgb
+    )
+    stain = cv2.subtract(np.ascontiguousarray(small[..., 2]), np.ascontiguousarray(small[..., 1]))
+    otsu, _ = cv2.threshold(stain, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, mask = cv2.threshold(stain, max(otsu, MIN_STAIN), 1, cv2.THRESH_BINARY)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE,
+                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    count, _, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count < 2:
+        return None
+    rows, cols = mask.shape
+    spread = 0.3 * min(rows, cols)
+    offsets = centroids[1:] - np.array([cols / 2, rows / 2])
+    score = stats[1:, 4] * np.exp(-(offsets**2).sum(1) / (2 * spread**2))
+    chosen = 1 + int(np.argmax(score))
+    if stats[chosen, 4] < MIN_NUCLEUS_SHARE * rows * cols:
+        return None
+    x0, y0, x1, y1 = _near(stats, chosen)
+    return Nucleus(cx=(x0 + x1) / 2 / scale, cy=(y0 + y1) / 2 / scale,
+                   extent=max(x1 - x0, y1 - y0) / scale)
+
+
+def _near(stats: np.ndarray, chosen: int) -> tuple[int, int, int, int]:
+    """The box of `chosen` joined with the boxes of the fragments inside its cell's reach."""
+    x, y, w, h = (int(v) for v in stats[chosen, :4])
+    reach = 0.2 * max(w, h)
+    x0, y0, x1, y1 = x, y, x + w, y + h
+    for index in range(1, len(stats)):
+        fx, fy, fw, fh, area = (int(v) for v in stats[index])
+        if index == chosen or area < 0.05 * stats[chosen, 4]:
+            continue
+        overlaps_x = fx < x + w + reach and fx + fw > x - reach
+        if overlaps_x and fy < y + h + reach and fy + fh > y - reach:
+            x0, y0, x1, y1 = min(x0, fx), min(y0, fy), max(x1, fx + fw), max(y1, fy + fh)
+    return x0, y0, x1, y1
+
+
+def cell_window(image_rgb: np.ndarray) -> Box | None:
+    """The square classifier window around the white cell, or None where none is found."""
+    nucleus = locate_nucleus(image_rgb)
+    if nucleus is None:
+        return None
+    side = max(1, round(NUCLEUS_WINDOW * nucleus.extent))
+    x0, y0 = round(nucleus.cx - side / 2), round(nucleus.cy - side / 2)
+    return x0, y0, x0 + side, y0 + side
+
+
+def reframe(images: np.ndarray) -> np.ndarray:
+    """Cell framing of images that were framed another way (N, S, S, 3) -> (N, S, S, 3): the
+    view of a training set the model sees when cell framing is its preprocessing."""
+    cv2 = opencv()
+    out = images.copy()
+    size = images.shape[1:3][::-1]
+    for index, image in enumerate(images):
+        box = cell_window(image)
+        if box is not None:
+            out[index] = cv2.resize(window(image, box), size, interpolation=cv2.INTER_AREA)
+    return out
+
+
+def window(image: np.ndarray, box: Box) -> np.ndarray:
+    """The image inside `box`; parts past the image border are filled by replicating the edge,
+    so a cell near the border stays centred."""
+    cv2 = opencv()
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = box
+    inner = image[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
+    pads = (max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width))
+    if any(pads):
+        inner = cv2.copyMakeBorder(inner, *pads, cv2.BORDER_REPLICATE)
+    return inner
