@@ -47,11 +47,12 @@ class PreprocessSpec(BaseModel):
         description="per_image: standardise each image's channels to zero mean and unit "
         "deviation (a stain/white-balance normalisation), instead of the fixed mean/std.",
     )
-    framing: Literal["centre", "cell"] = Field(
+    framing: Literal["centre", "auto", "cell"] = Field(
         "centre",
         description="How a raw image is cut before resizing: centre (the centre square of "
-        "crop_fraction, PBC's framing) or cell (a window around the white cell's nucleus, "
-        "edgehemo.framing; the centre square where no nucleus is found).",
+        "crop_fraction, PBC's framing), auto (that square unless the white cell's nucleus does "
+        "not fit in it, then a window around the nucleus) or cell (always a window around the "
+        "nucleus); see edgehemo.framing. No nucleus found: the centre square.",
     )
 
 # floor of a channel's deviation (0..1 scale) in per-image normalisation: a flat image stays flat
@@ -109,14 +110,17 @@ def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def _frame(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    if spec.framing == "cell":
-        from edgehemo.framing import cell_window, window
-
-        box = cell_window(image)
-        if box is not None:
-            return window(image, box)
     top, left, side = centre_square(*image.shape[:2], spec.crop_fraction)
-    return image[top : top + side, left : left + side]
+    centre = image[top : top + side, left : left + side]
+    if spec.framing == "centre":
+        return centre
+    from edgehemo.framing import auto_window, cell_window, window
+
+    if spec.framing == "auto":
+        box = auto_window(image, (left, top, left + side, top + side))
+    else:
+        box = cell_window(image)
+    return centre if box is None else window(image, box)
 
 
 def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

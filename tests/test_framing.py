@@ -5,12 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgehemo.framing import NUCLEUS_WINDOW, cell_window, locate_nucleus, reframe, window
-from edgehemo.preprocess import PreprocessSpec, crop_and_resize, load_image
+from edgehemo.framing import (
+    FIT_SLACK,
+    NUCLEUS_WINDOW,
+    auto_window,
+    cell_window,
+    locate_nucleus,
+    reframe,
+    window,
+)
+from edgehemo.preprocess import PreprocessSpec, centre_square, crop_and_resize, load_image
 
 PLASMA = (235, 215, 205)  # pale pink background, RGB
 NUCLEUS = (90, 40, 140)  # blue-violet, RGB
 CELL_SPEC = PreprocessSpec(framing="cell")
+AUTO_SPEC = PreprocessSpec(framing="auto")
 
 
 def smear(height: int, width: int, nuclei: list[tuple[int, int, int]]) -> np.ndarray:
@@ -34,6 +43,11 @@ def test_of_two_nuclei_the_one_near_the_centre_frames_the_crop():
     # a neighbouring cell at the edge of a wide crop must not take the window
     nucleus = locate_nucleus(smear(300, 300, [(150, 150, 30), (30, 30, 36)]))
     assert nucleus is not None and abs(nucleus.cx - 150) < 4 and abs(nucleus.cy - 150) < 4
+
+
+def test_a_neighbour_at_the_edge_does_not_take_the_window_even_when_larger():
+    nucleus = locate_nucleus(smear(360, 360, [(180, 180, 30), (20, 180, 45)]))
+    assert nucleus is not None and abs(nucleus.cx - 180) < 4
 
 
 def test_the_lobes_of_one_nucleus_are_framed_together():
@@ -82,6 +96,54 @@ def test_cell_framing_makes_a_tight_crop_and_its_field_look_alike(samples_dir):
     assert tight_cell.shape == tight_centre.shape == (64, 64, 3)
     # the cell-framed tight crop differs from the full field's view only at its padded edges
     assert np.abs(tight_cell - field_view).mean() < 0.5 * np.abs(tight_centre - field_view).mean()
+
+
+def test_auto_framing_keeps_the_centre_window_while_the_nucleus_fits_in_it():
+    image = smear(360, 360, [(190, 175, 50)])
+    centre = (80, 80, 280, 280)
+    assert auto_window(image, centre) == centre
+    assert auto_window(smear(360, 360, []), centre) == centre  # no nucleus: centre as before
+
+
+def test_auto_framing_moves_to_a_nucleus_that_does_not_fit():
+    off_centre = smear(360, 360, [(250, 180, 45)])  # sticks out of the 80..280 window
+    x0, _, x1, _ = auto_window(off_centre, (80, 80, 280, 280))
+    assert abs((x0 + x1) / 2 - 250) < 4 and x1 - x0 == 200  # re-centred, never smaller
+    tight = smear(120, 120, [(60, 60, 50)])  # the nucleus fills a tight crop
+    x0, _, x1, _ = auto_window(tight, (27, 27, 93, 93))
+    assert abs((x1 - x0) - NUCLEUS_WINDOW * 100) < 8  # widened past the image, by the rule
+
+
+def test_auto_framing_moves_only_the_pbc_fields_whose_cell_is_cut(samples_dir):
+    """The shipped models were trained on PBC's centre squares: auto framing keeps that window
+    for a field whose nucleus fits in it, and moves only those it cuts (2 of the 32 bundled
+    fields: an eosinophil low in the field and a large monocyte)."""
+    moved = []
+    for path in sorted(samples_dir.glob("*/*.jpg")):
+        image = load_image(path)
+        centre_view = crop_and_resize(image, PreprocessSpec())
+        if np.array_equal(crop_and_resize(image, AUTO_SPEC), centre_view):
+            continue
+        nucleus = locate_nucleus(image)
+        assert nucleus is not None
+        top, left, side = centre_square(*image.shape[:2], PreprocessSpec().crop_fraction)
+        sticks_out = max(left - (nucleus.cx - nucleus.extent / 2),
+                         (nucleus.cx + nucleus.extent / 2) - (left + side),
+                         top - (nucleus.cy - nucleus.extent / 2),
+                         (nucleus.cy + nucleus.extent / 2) - (top + side))
+        assert sticks_out > FIT_SLACK * nucleus.extent, path.name
+        moved.append(path.name)
+    assert moved == ["EO_144566.jpg", "MO_145212.jpg"]
+
+
+def test_auto_framing_frames_a_tight_crop_like_its_field(samples_dir):
+    image = load_image(next(samples_dir.glob("lymphocyte/*.jpg")))
+    height, width = image.shape[:2]
+    tight = image[height // 2 - 72 : height // 2 + 72, width // 2 - 72 : width // 2 + 72]
+    field_view = crop_and_resize(image, PreprocessSpec()).astype(float)
+    tight_auto = crop_and_resize(tight, AUTO_SPEC).astype(float)
+    tight_centre = crop_and_resize(tight, PreprocessSpec()).astype(float)
+    assert np.abs(tight_auto - field_view).mean() < 0.5 * np.abs(tight_centre - field_view).mean()
 
 
 def test_reframing_framed_crops_keeps_their_shape_and_moves_the_off_centre_ones(sample_set):

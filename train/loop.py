@@ -70,7 +70,7 @@ class TrainConfig:
     crop_fraction: float | None = None
     input_size: int | None = None  # None: the architecture's registered size
     colour_norm: str = "none"
-    framing: str = "centre"  # cell: raw images framed around the white cell (edgehemo.framing)
+    framing: str = "centre"  # auto / cell: raw images framed around their cell (edgehemo.framing)
     finetune: bool = False  # `model` names trained weights to adapt, not an architecture
     replay: Path | None = None  # original training data mixed in while fine-tuning
     replay_count: int = 2000
@@ -363,8 +363,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     if config.time_budget < 0:
         raise ValueError(f"--time-budget {config.time_budget}: minutes must be positive "
                          "(0: no budget)")
-    if config.framing not in ("centre", "cell"):
-        raise ValueError(f"unknown framing {config.framing!r}; expected centre or cell")
+    if config.framing not in ("centre", "auto", "cell"):
+        raise ValueError(f"unknown framing {config.framing!r}; expected centre, auto or cell")
     if config.augment not in PRESETS:
         raise ValueError(f"unknown augmentation {config.augment!r}; expected {', '.join(PRESETS)}")
     torch.manual_seed(config.seed)
