@@ -16,7 +16,8 @@ finder, then the predicted class mix, mean confidence, low-confidence and unfami
 stability (the same frame shifted by 3 pixels and JPEG re-encoded: same class for the same cell?).
 
 Models are exported artifacts run through the device runtime (NAME or NAME:BACKEND, e.g.
-cbam_cnn_int8:tflite) or torch weights (a shipped name or a .pt checkpoint).
+cbam_cnn_int8:tflite) or torch weights (a shipped name or a .pt checkpoint); NAME@FRAMING
+(centre, auto, cell) frames the raw images another way than the model's card says.
 `--adapt-bn` adds, for torch models, the accuracy after re-estimating BatchNorm statistics on the
 shifted images themselves (unlabelled, as `edgehemo adapt` does with a site's crops).
 Validation only: the test split is not read here.
@@ -45,6 +46,7 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 class Model:
     def __init__(self, name: str) -> None:
+        name, _, framing = name.partition("@")  # e.g. cbam_cnn@centre: framing overridden
         self.name = Path(name).parent.name if name.endswith(".pt") else name
         if not is_artifact_name(name.partition(":")[0]):
             self._load_torch(name)
@@ -58,6 +60,9 @@ class Model:
             self.classes = classifier.manifest.classes
             self.reference: ColourReference | None = classifier.manifest.colour_reference
             self.predict: Predict = classifier.predict_framed
+        if framing:
+            self.spec = self.spec.model_copy(update={"framing": framing})
+            self.name += f" ({framing} framing)"
 
     def _load_torch(self, name: str) -> None:
         import torch

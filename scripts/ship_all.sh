@@ -28,15 +28,19 @@ for manifest in sorted(Path(sys.argv[1]).glob("*.json")):
         shutil.copy2(manifest, "edge/weights/")
 PYTHON
 }
+# The 64x64 models frame raw crops with `auto` (docs/robustness.md: PBC's centre square unless
+# the cell does not fit in it); their figures come from the npz's framed crops, which it leaves
+# as they are.
 # the lab-only CBAM-CNN (3 seeds), kept as weights for comparison
-$PY scripts/ship_weights.py cbam_cnn_lab runs/cbam_cnn_s0 runs/cbam_cnn_s1 runs/cbam_cnn_s2 --data "$DATA"
+$PY scripts/ship_weights.py cbam_cnn_lab runs/cbam_cnn_s0 runs/cbam_cnn_s1 runs/cbam_cnn_s2 --data "$DATA" \
+  --framing auto
 # the default CBAM-CNN: trained for other microscopes (runs/queue3.sh in docs/robustness.md),
 # chosen over cbam_field_s0 on the validation robustness proxy
 $PY scripts/ship_weights.py cbam_cnn runs/cbam_field_pi_s0 runs/cbam_field_pi_s1 runs/cbam_field_pi_s2 \
-  --data "$DATA" \
+  --data "$DATA" --framing auto \
   --note "Trained for other microscopes: field augmentation (stain jitter in optical-density space, white balance, exposure, blur, noise, scale) and per-image colour normalisation; chosen over the lab-only model (cbam_cnn_lab) on the validation robustness proxy (bench/bench_robustness.py)."
-$PY scripts/ship_weights.py se_cnn runs/se_cnn_s0 --data "$DATA"
-$PY scripts/ship_weights.py sa_cnn runs/sa_cnn_s0 --data "$DATA"
+$PY scripts/ship_weights.py se_cnn runs/se_cnn_s0 --data "$DATA" --framing auto
+$PY scripts/ship_weights.py sa_cnn runs/sa_cnn_s0 --data "$DATA" --framing auto
 for model in cbam_cnn se_cnn; do
   .venv/bin/edgehemo export "$model" --formats onnx,onnx-int8,tflite,tflite-int8 \
     --calibration "$DATA" --calibration-count 512 --out "runs/export_$model"

@@ -7,6 +7,8 @@ card; the test split is only reported (mean, std, min, max over seeds), never us
     python scripts/ship_weights.py cbam_cnn runs/cbam_cnn_s0 runs/cbam_cnn_s1 runs/cbam_cnn_s2 \
         --data ../shared/data/pbc_bloodmnist_like_64.npz
 
+`--framing auto` records how the device frames raw single-cell images (edgehemo.framing) in the
+shipped card; an npz's crops are already framed, so the measured figures do not change.
 `--compact` stores large weight matrices as int8 per row (edgehemo.train.compact; HemoNet's
 103 MB checkpoint becomes ~26 MB) and measures the shipped file again after compression.
 """
@@ -54,9 +56,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--dry-run", action="store_true", help="report only, copy nothing")
     parser.add_argument("--note", default="", help="appended to the card's notes")
+    parser.add_argument("--framing", choices=("centre", "auto", "cell"),
+                        help="record this framing of raw images in the shipped card (npz data "
+                             "only: its crops are already framed, so the figures hold)")
     parser.add_argument("--compact", action="store_true",
                         help="store large weight matrices as int8 per row (measured again)")
     args = parser.parse_args()
+    if args.framing and args.data.suffix != ".npz":
+        parser.error("--framing needs npz data: raw images would have to be measured again "
+                     "under the new framing")
 
     data_sha = data_fingerprint(args.data)
     rows = []
@@ -85,6 +93,8 @@ def main() -> None:
 
     card = chosen["card"].model_copy(deep=True)
     card.name = args.name
+    if args.framing:
+        card.preprocessing = card.preprocessing.model_copy(update={"framing": args.framing})
     card.data = {**card.data, "source": args.data.name, "sha256": data_sha}
     card.metrics = {"val": chosen["val"], "test": chosen["test"], "seed_spread": spread}
     card.notes = (

@@ -8,6 +8,7 @@ from edgehemo.device.classifier import Classifier
 from edgehemo.device.evaluate import evaluate_artifact, evaluate_classifier
 from edgehemo.manifest import verify_artifact
 from edgehemo.models import list_artifacts, list_shipped
+from edgehemo.preprocess import load_image, preprocess_raw
 from edgehemo.train.evaluate import evaluate_checkpoint
 
 SHIPPED_WEIGHTS = ("cbam_cnn", "se_cnn", "sa_cnn", "hemonet", "hemonet_gap")
@@ -158,3 +159,21 @@ def test_backend_settings_are_validated():
         Classifier.load("cbam_cnn_int8", settings={"thread": 2})
     with pytest.raises(BackendError, match="device must be usb, usb:N, pci or pci:N"):
         Classifier.load("cbam_cnn_int8", backend="edgetpu", settings={"device": "usb0"})
+
+
+def test_the_default_model_sees_a_tight_crop_as_it_sees_the_cells_field(samples_dir):
+    """A clinic may hand `classify` a tight crop of a cell instead of a PBC-like field: the
+    shipped model's auto framing widens the window around the cell, where PBC's centre square
+    would show a close-up of the nucleus."""
+    classifier = Classifier.load("cbam_cnn_int8")
+    spec = classifier.manifest.preprocessing
+    assert spec.framing == "auto"
+    fields = [load_image(path) for path in sorted(samples_dir.glob("*/*.jpg"))]
+    tight = [image[image.shape[0] // 2 - 72 : image.shape[0] // 2 + 72,
+                   image.shape[1] // 2 - 72 : image.shape[1] // 2 + 72] for image in fields]
+    on_fields = classifier.predict_raw(fields).argmax(1)
+    on_tight = classifier.predict_raw(tight).argmax(1)
+    centre = spec.model_copy(update={"framing": "centre"})
+    on_tight_centre = classifier.backend.run(preprocess_raw(tight, centre)).argmax(1)
+    agree, agree_centre = (on_tight == on_fields).mean(), (on_tight_centre == on_fields).mean()
+    assert agree >= 0.75 and agree >= agree_centre + 0.25
