@@ -14,6 +14,7 @@ calls unfamiliar.
 Part 2 - BCCD full-field frames (another lab, no cell-type labels): cells found by the cell
 finder, then the predicted class mix, mean confidence, low-confidence and unfamiliar shares, and
 stability (the same frame shifted by 3 pixels and JPEG re-encoded: same class for the same cell?).
+Then BCCD's annotated white cells cut at their boxes (tight crops) through each model's framing.
 
 Models are exported artifacts run through the device runtime (NAME or NAME:BACKEND, e.g.
 cbam_cnn_int8:tflite) or torch weights (a shipped name or a .pt checkpoint); NAME@FRAMING
@@ -216,6 +217,23 @@ def bccd_frames(root: Path) -> list[np.ndarray]:
     return [cv2.imread(str(p)) for p in sorted((root / "JPEGImages").glob("*.jpg"))]
 
 
+def bccd_box_crops(root: Path) -> list[np.ndarray]:
+    """Each annotated white cell of BCCD cut at its box: the tight single-cell crop a user of
+    another lab would hand to `classify` (BGR)."""
+    crops, frames = [], {}
+    with open(root / "boxes.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["label"] != "WBC":
+                continue
+            if row["image"] not in frames:
+                frames[row["image"]] = cv2.imread(str(root / "JPEGImages" / row["image"]))
+            frame = frames[row["image"]]
+            x0, y0, x1, y1 = (int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+            if x1 > x0 and y1 > y0:
+                crops.append(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+    return crops
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", required=True)
@@ -305,6 +323,18 @@ def main() -> None:
                 lines.append(f"| {model.name} + BN re-estimated on these crops | {top} | "
                              f"{confidence.mean():.2f} | {(confidence < 0.6).mean():.0%} | - | "
                              f"{stable:.1%} |")
+    boxes = bccd_box_crops(args.bccd) if (args.bccd / "boxes.csv").is_file() else []
+    if boxes:
+        lines += ["", f"BCCD's {len(boxes)} annotated white cells cut at their boxes (tight "
+                  "single-cell crops, as handed to `classify`; no type labels), framed by each "
+                  "model's preprocessing:", "",
+                  "| model | framing | top classes | mean confidence |", "|---|---|---|---:|"]
+        for model in models:
+            probabilities = model.predict(np.stack([frame_raw(c, model.spec) for c in boxes]))
+            mix = Counter(model.classes[i] for i in probabilities.argmax(1))
+            top = ", ".join(f"{name} {n / len(boxes):.0%}" for name, n in mix.most_common(3))
+            lines.append(f"| {model.name} | {model.spec.framing} | {top} | "
+                         f"{probabilities.max(1).mean():.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -7,8 +7,9 @@ Both framings below find the white cell's nucleus, the most blue-violet thing in
 a single crop has no fixed exposure):
 - `cell`: the square window of `NUCLEUS_WINDOW` times the nucleus extent around it, the framing
   the capture daemon gives the crops it cuts from frames (for models trained with it);
-- `auto`: the centre window a model was trained on while the nucleus fits in it, and a window
-  around the nucleus when it does not (a tight or off-centre crop).
+- `auto`: the centre window a model was trained on, unless the crop is clearly framed otherwise
+  (the nucleus much wider than that window, or far from its centre), then a window around the
+  nucleus.
 Parts of a window past the image border are filled by replicating the edge, so the cell stays
 centred. numpy and OpenCV only.
 """
@@ -35,10 +36,13 @@ MIN_STAIN = 25
 # Width of the Gaussian that favours nuclei near the image centre, as a share of its shorter side:
 # a single-cell image is centred on its cell, and a neighbour at the edge must not win.
 CENTRE_SPREAD = 0.2
-# auto framing keeps the centre window while the nucleus sticks out of it by at most this share
-# of its extent (chosen on the validation robustness proxy: at 0.1, 6 of the 400 PBC validation
-# fields are re-framed; at 0, 37).
-FIT_SLACK = 0.1
+# auto framing keeps the centre window unless the crop is clearly not framed like the training
+# fields: the nucleus is wider than AUTO_MAX_EXTENT windows (a tight crop) or its centre is more
+# than AUTO_MAX_OFFSET windows off the window's centre (an off-centre crop). Chosen on the
+# validation robustness proxy (docs/robustness.md): it re-frames 3 of the 400 PBC validation
+# fields and 302 of their tight crops.
+AUTO_MAX_EXTENT = 1.2
+AUTO_MAX_OFFSET = 0.25
 # A nucleus smaller than this share of the image is taken as noise, and the centre crop is used.
 MIN_NUCLEUS_SHARE = 0.002
 
@@ -93,19 +97,21 @@ def cell_window(image_rgb: np.ndarray) -> Box | None:
 
 
 def auto_window(image_rgb: np.ndarray, centre: Box) -> Box:
-    """`centre` (the window the model was trained on), unless the white cell's nucleus does not
-    fit in it - a tight or off-centre crop - then a window around the nucleus, no smaller than
-    `centre` and at least `NUCLEUS_WINDOW` times the nucleus extent."""
+    """`centre` (the window the model was trained on), unless the white cell's nucleus is much
+    wider than it (a tight crop) or far from its centre (an off-centre crop): then a window
+    around the nucleus, no smaller than `centre` and at least `NUCLEUS_WINDOW` times the
+    nucleus extent."""
     nucleus = locate_nucleus(image_rgb)
     if nucleus is None:
         return centre
-    half, slack = nucleus.extent / 2, FIT_SLACK * nucleus.extent
     x0, y0, x1, y1 = centre
-    fits = (nucleus.cx - half >= x0 - slack and nucleus.cx + half <= x1 + slack
-            and nucleus.cy - half >= y0 - slack and nucleus.cy + half <= y1 + slack)
-    if fits:
+    side = x1 - x0
+    too_wide = nucleus.extent > AUTO_MAX_EXTENT * side
+    off_centre = max(abs(nucleus.cx - (x0 + x1) / 2),
+                     abs(nucleus.cy - (y0 + y1) / 2)) > AUTO_MAX_OFFSET * side
+    if not (too_wide or off_centre):
         return centre
-    return _around(nucleus, max(x1 - x0, NUCLEUS_WINDOW * nucleus.extent))
+    return _around(nucleus, max(side, NUCLEUS_WINDOW * nucleus.extent))
 
 
 def _around(nucleus: Nucleus, side: float) -> Box:

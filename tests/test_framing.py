@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from edgehemo.framing import (
-    FIT_SLACK,
     NUCLEUS_WINDOW,
     auto_window,
     cell_window,
@@ -14,7 +13,7 @@ from edgehemo.framing import (
     reframe,
     window,
 )
-from edgehemo.preprocess import PreprocessSpec, centre_square, crop_and_resize, load_image
+from edgehemo.preprocess import PreprocessSpec, crop_and_resize, load_image
 
 PLASMA = (235, 215, 205)  # pale pink background, RGB
 NUCLEUS = (90, 40, 140)  # blue-violet, RGB
@@ -98,15 +97,15 @@ def test_cell_framing_makes_a_tight_crop_and_its_field_look_alike(samples_dir):
     assert np.abs(tight_cell - field_view).mean() < 0.5 * np.abs(tight_centre - field_view).mean()
 
 
-def test_auto_framing_keeps_the_centre_window_while_the_nucleus_fits_in_it():
-    image = smear(360, 360, [(190, 175, 50)])
+def test_auto_framing_keeps_the_centre_window_of_a_field_framed_like_the_training_data():
     centre = (80, 80, 280, 280)
-    assert auto_window(image, centre) == centre
+    # slightly off-centre and a little wider than the window: as PBC's large cells are
+    assert auto_window(smear(360, 360, [(215, 170, 110)]), centre) == centre
     assert auto_window(smear(360, 360, []), centre) == centre  # no nucleus: centre as before
 
 
-def test_auto_framing_moves_to_a_nucleus_that_does_not_fit():
-    off_centre = smear(360, 360, [(250, 180, 45)])  # sticks out of the 80..280 window
+def test_auto_framing_moves_to_a_nucleus_far_off_centre_or_much_wider_than_the_window():
+    off_centre = smear(360, 360, [(250, 180, 45)])  # 70 px = 0.35 windows off the centre
     x0, _, x1, _ = auto_window(off_centre, (80, 80, 280, 280))
     assert abs((x0 + x1) / 2 - 250) < 4 and x1 - x0 == 200  # re-centred, never smaller
     tight = smear(120, 120, [(60, 60, 50)])  # the nucleus fills a tight crop
@@ -114,26 +113,19 @@ def test_auto_framing_moves_to_a_nucleus_that_does_not_fit():
     assert abs((x1 - x0) - NUCLEUS_WINDOW * 100) < 8  # widened past the image, by the rule
 
 
-def test_auto_framing_moves_only_the_pbc_fields_whose_cell_is_cut(samples_dir):
-    """The shipped models were trained on PBC's centre squares: auto framing keeps that window
-    for a field whose nucleus fits in it, and moves only those it cuts (2 of the 32 bundled
-    fields: an eosinophil low in the field and a large monocyte)."""
+def test_auto_framing_moves_only_the_bundled_field_whose_cell_lies_far_off_centre(samples_dir):
+    """The shipped models were trained on PBC's centre squares: auto framing keeps them for 31
+    of the 32 bundled fields; the one it moves is an eosinophil low in its field, cut by the
+    centre square (3 of the 400 validation fields move, docs/robustness.md)."""
     moved = []
     for path in sorted(samples_dir.glob("*/*.jpg")):
         image = load_image(path)
-        centre_view = crop_and_resize(image, PreprocessSpec())
-        if np.array_equal(crop_and_resize(image, AUTO_SPEC), centre_view):
-            continue
-        nucleus = locate_nucleus(image)
-        assert nucleus is not None
-        top, left, side = centre_square(*image.shape[:2], PreprocessSpec().crop_fraction)
-        sticks_out = max(left - (nucleus.cx - nucleus.extent / 2),
-                         (nucleus.cx + nucleus.extent / 2) - (left + side),
-                         top - (nucleus.cy - nucleus.extent / 2),
-                         (nucleus.cy + nucleus.extent / 2) - (top + side))
-        assert sticks_out > FIT_SLACK * nucleus.extent, path.name
-        moved.append(path.name)
-    assert moved == ["EO_144566.jpg", "MO_145212.jpg"]
+        if not np.array_equal(crop_and_resize(image, AUTO_SPEC),
+                              crop_and_resize(image, PreprocessSpec())):
+            moved.append(path.name)
+            nucleus = locate_nucleus(image)
+            assert nucleus is not None and nucleus.cy - image.shape[0] / 2 > 50
+    assert moved == ["EO_144566.jpg"]
 
 
 def test_auto_framing_frames_a_tight_crop_like_its_field(samples_dir):
