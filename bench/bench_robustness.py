@@ -274,16 +274,20 @@ def main() -> None:
                 rows.append({"shift": shift, "model": f"{model.name}+bn",
                              "accuracy": round(adapted, 4)})
         lines.append(f"| {shift} | " + " | ".join(cells) + " |")
-    mean_row = []
-    for model in models:
-        cell = ""
-        for key in (model.name, f"{model.name}+bn"):
-            values = [r["accuracy"] for r in rows if r["model"] == key and r["shift"] != "none"]
-            if values:
-                cell += (" → " if cell else "")
-                cell += f"**{np.mean(values):.3f}** (worst {min(values):.3f})"
-        mean_row.append(cell)
-    lines.append("| mean over shifts | " + " | ".join(mean_row) + " |")
+    groups = {"mean over imaging shifts": lambda shift: not shift.startswith("crop:"),
+              "mean over crop shifts": lambda shift: shift.startswith("crop:")}
+    for label, belongs in groups.items():
+        mean_row = []
+        for model in models:
+            cell = ""
+            for key in (model.name, f"{model.name}+bn"):
+                values = [r["accuracy"] for r in rows if r["model"] == key
+                          and r["shift"] != "none" and belongs(r["shift"])]
+                if values:
+                    cell += (" → " if cell else "")
+                    cell += f"**{np.mean(values):.3f}** (worst {min(values):.3f})"
+            mean_row.append(cell)
+        lines.append(f"| {label} | " + " | ".join(mean_row) + " |")
     if frames:
         lines += ["", f"BCCD: {len(frames)} frames from another lab, "
                   f"{sum(len(c) for c in bccd_crops_raw)} cells found (no type labels)", "",
