@@ -116,7 +116,7 @@ def test_auto_framing_moves_to_a_nucleus_far_off_centre_or_much_wider_than_the_w
 def test_auto_framing_moves_only_the_bundled_field_whose_cell_lies_far_off_centre(samples_dir):
     """The shipped models were trained on PBC's centre squares: auto framing keeps them for 31
     of the 32 bundled fields; the one it moves is an eosinophil low in its field, cut by the
-    centre square (3 of the 400 validation fields move, docs/robustness.md)."""
+    centre square."""
     moved = []
     for path in sorted(samples_dir.glob("*/*.jpg")):
         image = load_image(path)
