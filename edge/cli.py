@@ -140,9 +140,10 @@ def train(
     ] = "none",
     framing: Annotated[
         str, typer.Option(help="How raw images are framed: centre (PBC's centre square), auto "
-                          "(that square unless the cell does not fit in it), or cell (always "
-                          "around the white cell; npz crops are then also seen that way half "
-                          "the time, so the model takes crops of any framing).")
+                          "(that square unless the crop is clearly cut otherwise: tight or "
+                          "off-centre), or cell (always around the white cell; npz crops are "
+                          "then also seen that way half the time, so the model takes crops of "
+                          "any framing).")
     ] = "centre",
     bf16: Annotated[
         bool, typer.Option(help="bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX).")

@@ -57,8 +57,8 @@ class Nucleus:
 
 
 def locate_nucleus(image_rgb: np.ndarray) -> Nucleus | None:
-    """The white cell's nucleus nearest the image centre (the largest, weighted by closeness),
-    with the nearby fragments (lobes) it is made of; None where no stained nucleus is seen."""
+    """The white cell's nucleus nearest the image centre (the largest stained component,
+    weighted by closeness; the closing joins a nucleus's lobes); None where none is seen."""
     cv2 = opencv()
     height, width = image_rgb.shape[:2]
     scale = min(1.0, WORK_SIDE / min(height, width))

@@ -50,9 +50,10 @@ class PreprocessSpec(BaseModel):
     framing: Literal["centre", "auto", "cell"] = Field(
         "centre",
         description="How a raw image is cut before resizing: centre (the centre square of "
-        "crop_fraction, PBC's framing), auto (that square unless the white cell's nucleus does "
-        "not fit in it, then a window around the nucleus) or cell (always a window around the "
-        "nucleus); see edgehemo.framing. No nucleus found: the centre square.",
+        "crop_fraction, PBC's framing), auto (that square unless the crop is clearly framed "
+        "otherwise - the white cell's nucleus much wider than it or far off its centre - then a "
+        "window around the nucleus) or cell (always a window around the nucleus); see "
+        "edgehemo.framing. No nucleus found: the centre square.",
     )
 
 # floor of a channel's deviation (0..1 scale) in per-image normalisation: a flat image stays flat
@@ -90,7 +91,7 @@ def centre_square(height: int, width: int, crop_fraction: float) -> tuple[int, i
 
 
 def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Cut a raw RGB image to a square (centre or cell framing) and resize it to the model's
+    """Cut a raw RGB image to a square (as `spec.framing` says) and resize it to the model's
     input size.
 
     An image already at the input size is taken as framed (a MedMNIST-style crop) and returned
