@@ -7,8 +7,8 @@ deterministic shifts applied before the model's own preprocessing: re-staining t
 another lab (BCCD, Reinhard transfer in LAB), a stain shift in optical-density space, white
 balance, exposure, defocus, JPEG, sensor noise, and magnification (the cell smaller or larger in
 the crop), and the crop a user hands over (wide with the cell small, tight with the cell touching
-the border, off-centre). Each model frames the shifted image with its own preprocessing (centre
-or cell framing). Accuracy per shift and the share of crops the manifest's colour reference
+the border, off-centre). Each model frames the shifted image with its own preprocessing (centre,
+auto or cell framing). Accuracy per shift and the share of crops the manifest's colour reference
 calls unfamiliar.
 
 Part 2 - BCCD full-field frames (another lab, no cell-type labels): cells found by the cell
