@@ -8,7 +8,7 @@ step. Both then go through the same normalisation. numpy and OpenCV only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgehemo.errors import ImageReadError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+Framing = Literal["centre", "auto", "cell"]  # see edgehemo.framing
+FRAMINGS: tuple[str, ...] = get_args(Framing)
 
 # PBC images are 360x363 fields; MedMNIST's BloodMNIST takes their centre 200x200.
 PBC_CROP_FRACTION = 200 / 360
@@ -47,7 +50,7 @@ class PreprocessSpec(BaseModel):
         description="per_image: standardise each image's channels to zero mean and unit "
         "deviation (a stain/white-balance normalisation), instead of the fixed mean/std.",
     )
-    framing: Literal["centre", "auto", "cell"] = Field(
+    framing: Framing = Field(
         "centre",
         description="How a raw image is cut before resizing: centre (the centre square of "
         "crop_fraction, PBC's framing), auto (that square unless the crop is clearly framed "

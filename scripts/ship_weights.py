@@ -24,6 +24,7 @@ from pathlib import Path
 
 from edgehemo.cards import read_card, write_card
 from edgehemo.models import shipped_weights_dir
+from edgehemo.preprocess import FRAMINGS
 from edgehemo.store.atomic import sha256_file
 from edgehemo.train.compact import compress_state
 from edgehemo.train.evaluate import evaluate_checkpoint
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--dry-run", action="store_true", help="report only, copy nothing")
     parser.add_argument("--note", default="", help="appended to the card's notes")
-    parser.add_argument("--framing", choices=("centre", "auto", "cell"),
+    parser.add_argument("--framing", choices=FRAMINGS,
                         help="record this framing of raw images in the shipped card (npz data "
                              "only: its crops are already framed, so the figures hold)")
     parser.add_argument("--compact", action="store_true",

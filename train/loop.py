@@ -29,7 +29,7 @@ from edgehemo.datasets import ImageSet, align_classes, load_dataset
 from edgehemo.errors import CheckpointError, DatasetError
 from edgehemo.framing import reframe
 from edgehemo.models import resolve_weights
-from edgehemo.preprocess import PreprocessSpec, channel_statistics
+from edgehemo.preprocess import FRAMINGS, PreprocessSpec, channel_statistics
 from edgehemo.store.atomic import sha256_file, write_atomically
 from edgehemo.train.augment import PRESETS
 from edgehemo.train.compact import expand_state
@@ -363,8 +363,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     if config.time_budget < 0:
         raise ValueError(f"--time-budget {config.time_budget}: minutes must be positive "
                          "(0: no budget)")
-    if config.framing not in ("centre", "auto", "cell"):
-        raise ValueError(f"unknown framing {config.framing!r}; expected centre, auto or cell")
+    if config.framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {config.framing!r}; expected {', '.join(FRAMINGS)}")
     if config.augment not in PRESETS:
         raise ValueError(f"unknown augmentation {config.augment!r}; expected {', '.join(PRESETS)}")
     torch.manual_seed(config.seed)
