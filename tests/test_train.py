@@ -178,6 +178,26 @@ def test_augmentation_is_seeded_and_keeps_range():
     assert torch.allclose(flipped.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
 
 
+def test_absorbance_augmentation_scales_each_channels_optical_density_against_the_background():
+    from edgehemo.train.augment import AugmentConfig
+
+    x = torch.full((1, 3, 16, 16), 0.9)
+    x[:, :, 4:8, 4:8] = torch.tensor([0.3, 0.45, 0.6]).view(1, 3, 1, 1)  # a stained spot
+    config = AugmentConfig(dihedral=False, absorbance_p=1.0, absorbance_range=(0.5, 0.5))
+    out = augment(x, config, torch.Generator().manual_seed(0))
+    spot = 0.9 * (torch.tensor([0.3, 0.45, 0.6]) / 0.9) ** 0.5
+    assert torch.allclose(out[0, :, 5, 5], spot, atol=1e-5)
+    assert torch.allclose(out[0, :, 0, 0], torch.full((3,), 0.9))  # background unchanged
+    # one factor per channel, drawn from the field_hue preset's range: the hue changes too
+    config = AugmentConfig(dihedral=False, absorbance_p=1.0,
+                           absorbance_range=PRESETS["field_hue"].absorbance_range)
+    hued = augment(x.repeat(16, 1, 1, 1), config, torch.Generator().manual_seed(1))
+    od = -torch.log(hued[:, :, 5, 5] / 0.9)
+    ratios = od[:, 2] / od[:, 0]
+    assert float(ratios.max() / ratios.min()) > 3
+    assert PRESETS["field_hue"].absorbance_p > 0 and PRESETS["field"].absorbance_p == 0
+
+
 def test_ema_warms_up_and_then_follows_the_decay():
     from edgehemo.train.loop import ema_with_warmup
 

@@ -4,14 +4,15 @@ The papers use flips, rotations, brightness/contrast and colour jitter (HemoNet 
 images). The `field` preset adds what differs between a lab's analyser and a clinic's microscope
 camera: stain variation in the haematoxylin-eosin-DAB optical-density space (Tellez et al. 2019),
 white balance, exposure and gamma, defocus blur, sensor noise, and a wider range of scale (the
-cell's size in the crop changes with magnification and with the cell finder).
+cell's size in the crop changes with magnification and with the cell finder). `field_hue` also
+changes each channel's absorbance on its own: a stain of another colour.
 Everything is drawn from the generator passed in, so a run is reproducible from its seed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,8 @@ class AugmentConfig:
     hed_p: float = 0.0  # probability of a stain jitter in optical-density (HED) space
     hed_scale: float = 0.0  # each stain's amount x U(1-s, 1+s)
     hed_shift: float = 0.0  # each stain's amount + U(-b, b)
+    absorbance_p: float = 0.0  # probability of a per-channel absorbance (stain hue) change
+    absorbance_range: tuple[float, float] = (0.05, 1.3)  # each channel's OD x log-U(low, high)
     gamma: float = 0.0  # exposure curve: x ** U(1-g, 1+g)
     blur_p: float = 0.0  # probability of a Gaussian defocus blur
     blur_sigma: float = 1.0  # its largest sigma, in pixels
@@ -55,6 +58,9 @@ PRESETS: dict[str, AugmentConfig] = {
         blur_sigma=1.2, noise_p=0.3, noise_std=0.03,
     ),
 }
+# field, plus stains whose colour differs from PBC's: each channel's absorbance scaled on its
+# own, down to the nucleus absorbing almost no blue (as in BCCD's frames: docs/robustness.md)
+PRESETS["field_hue"] = replace(PRESETS["field"], absorbance_p=0.5)
 
 # Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB) in optical density.
 _HED_FROM_RGB = torch.linalg.inv(torch.tensor([
@@ -141,6 +147,23 @@ def _stain(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -
     return out
 
 
+def _absorbance(x: torch.Tensor, config: AugmentConfig,
+                generator: torch.Generator) -> torch.Tensor:
+    """Scale each channel's optical density against the image's background by its own factor:
+    a stain of another hue, or a camera that sees it through other filters."""
+    chosen = _chosen(x.shape[0], config.absorbance_p, generator)
+    if chosen.numel() == 0:
+        return x
+    k = chosen.numel()
+    part = x[chosen]
+    background = part.flatten(2).quantile(0.95, dim=2).clamp_min(1 / 255).view(k, 3, 1, 1)
+    low, high = config.absorbance_range
+    exponent = torch.exp(_uniform(3 * k, math.log(low), math.log(high), generator)).view(k, 3, 1, 1)
+    out = x.clone()
+    out[chosen] = background * (part / background).clamp(1 / 255, 1.0) ** exponent
+    return out
+
+
 def _gamma(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     n = x.shape[0]
     exponent = _uniform(n, 1 - config.gamma, 1 + config.gamma, generator).view(n, 1, 1, 1)
@@ -186,6 +209,8 @@ def augment(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) 
         x = _affine(x, config, generator)
     if config.hed_p > 0:
         x = _stain(x, config, generator)
+    if config.absorbance_p > 0:
+        x = _absorbance(x, config, generator)
     if config.gamma > 0:
         x = _gamma(x, config, generator)
     x = _colour(x, config, generator)

@@ -1,0 +1,106 @@
+"""Accuracy on white cells from another lab: BCCD's boxed white cells with a type label.
+
+BCCD (another lab, microscope, camera and stain than PBC) ships boxes but no cell types. The
+developers labelled 231 of its 372 boxed white cells from the image alone where the type was
+plain to them (165 neutrophils, 37 eosinophils, 28 lymphocytes, 1 monocyte; the rest left out
+as unsure): `bench/data/bccd_wbc_types.csv`. Those labels are not a haematologist's, and they
+favour the easy cells; read the figures as a check of what a new microscope does to a model, not
+as a clinical accuracy. Each cell is cut at its box (a tight crop, as a user of another lab would
+hand it to `classify`) and framed by each model's own preprocessing.
+
+    python bench/bench_bccd_types.py --models cbam_cnn cbam_cnn_lab cbam_cnn_int8 [--out FILE]
+
+Needs ../shared/data/bccd (the frames); the labels ship with the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+from bench_robustness import SHARED, Model, Predict, bccd_box_crops, frame_raw
+
+LABELS = Path(__file__).resolve().parent / "data" / "bccd_wbc_types.csv"
+
+
+def labelled_crops(bccd: Path, labels: Path = LABELS) -> tuple[list[np.ndarray], list[str]]:
+    """The labelled cells cut at their boxes (BGR) and their type names."""
+    crops, names, frames = [], [], {}
+    with open(labels, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["image"] not in frames:
+                frame = cv2.imread(str(bccd / "JPEGImages" / row["image"]))
+                if frame is None:
+                    raise FileNotFoundError(f"{bccd / 'JPEGImages' / row['image']}: not readable")
+                frames[row["image"]] = frame
+            x0, y0, x1, y1 = (int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+            crops.append(np.ascontiguousarray(frames[row["image"]][y0:y1, x0:x1]))
+            names.append(row["label"])
+    return crops, names
+
+
+def score(model: Model, crops: list[np.ndarray], truth: list[str],
+          predict: Predict | None = None) -> dict:
+    framed = np.stack([frame_raw(crop, model.spec) for crop in crops])
+    predicted = [model.classes[i] for i in (predict or model.predict)(framed).argmax(1)]
+    hits = np.array([p == t for p, t in zip(predicted, truth, strict=True)])
+    recall = {name: float(hits[[t == name for t in truth]].mean()) for name in sorted(set(truth))}
+    return {
+        "accuracy": float(hits.mean()),
+        "recall": recall,
+        "balanced": float(np.mean([recall[n] for n in recall if truth.count(n) >= 10])),
+        "predicted": Counter(predicted).most_common(3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--bccd", type=Path, default=SHARED / "bccd")
+    parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    parser.add_argument("--adapt-bn", action="store_true",
+                        help="also score each torch model after re-estimating its BatchNorm "
+                             "statistics on all 372 boxed BCCD cells, labels unused "
+                             "(what `edgehemo adapt` does with a site's crops)")
+    args = parser.parse_args()
+    if not (args.bccd / "JPEGImages").is_dir():
+        raise SystemExit(f"{args.bccd}: BCCD frames not found (see ../shared/data/README.md)")
+    crops, truth = labelled_crops(args.bccd)
+    counts = Counter(truth)
+    classes = [n for n, _ in counts.most_common() if counts[n] >= 10]
+    header = ["model", "framing", "accuracy", "balanced (classes with >= 10 cells)",
+              *[f"{n} recall ({counts[n]})" for n in classes], "most predicted"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 3) + "---|"]
+    baseline = counts.most_common(1)[0]
+    site = bccd_box_crops(args.bccd) if args.adapt_bn else []
+    for name in args.models:
+        model = Model(name)
+        runs = [(model.name, None)]
+        if site:
+            adapted = model.adapted(np.stack([frame_raw(crop, model.spec) for crop in site]))
+            if adapted is not None:
+                runs.append((f"{model.name} + BatchNorm re-estimated on BCCD", adapted))
+        for label, predict in runs:
+            result = score(model, crops, truth, predict)
+            mix = ", ".join(f"{c} {n / len(truth):.0%}" for c, n in result["predicted"])
+            cells = [label, model.spec.framing, f"{result['accuracy']:.3f}",
+                     f"{result['balanced']:.3f}",
+                     *[f"{result['recall'][n]:.3f}" for n in classes], mix]
+            lines.append("| " + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+    text = "\n".join([
+        f"BCCD white cells with a developer's type label: {len(truth)} cells "
+        f"({', '.join(f'{n} {c}' for n, c in counts.most_common())}); calling every cell "
+        f"{baseline[0]} would score {baseline[1] / len(truth):.3f} accuracy, "
+        f"{1 / len(classes):.3f} balanced.", "", *lines, ""])
+    print("\n" + text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
