@@ -4,8 +4,11 @@ compare accuracy on that site and on the shared test split, before and after.
     python bench/bench_finetune.py --model runs/x/best.pt --per-class 20
 
 The new site is the PBC validation images (pbc_jpeg_subset/val, 50 per class) re-stained to the
-colours of another lab (BCCD, Reinhard transfer: the hardest shift of bench_robustness.py).
-`--per-class` of them per class are the site's labelled crops; the others score the site. The
+colours of another lab (BCCD, Reinhard transfer: the hardest shift of bench_robustness.py), or
+with `--site bccd` another lab's own cells: BCCD's white cells with a developer's type label
+(bench/data/bccd_wbc_types.csv; the classes with more than `--per-class` cells).
+`--per-class` of them per class are the site's labelled crops; the others score the site
+(accuracy, and balanced accuracy: the mean of the per-class recalls). The
 fine-tune is the real command: `edgehemo train MODEL --finetune --data SITE --replay NPZ`.
 With `--adapt-bn` the model's BatchNorm statistics are first re-estimated from all the site's
 images without their labels (`edgehemo adapt`), and the fine-tune starts from that.
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from bench_bccd_types import labelled_crops
 from bench_robustness import (
     SHARED,
     Model,
@@ -35,9 +39,30 @@ from edgehemo.datasets import load_dataset
 from edgehemo.device.cellfinder import CellFinder, cut_crops
 
 
-def site_accuracy(model: Model, images: list[np.ndarray], labels: np.ndarray) -> float:
+def site_accuracy(model: Model, images: list[np.ndarray], labels: np.ndarray
+                  ) -> tuple[float, float]:
+    """Accuracy and balanced accuracy (mean per-class recall) on the site's held-out crops."""
     framed = np.stack([frame_raw(im, model.spec) for im in images])
-    return float((model.predict(framed).argmax(1) == labels).mean())
+    hits = model.predict(framed).argmax(1) == labels
+    return float(hits.mean()), float(np.mean([hits[labels == c].mean() for c in set(labels)]))
+
+
+def restained_site() -> tuple[list[np.ndarray], np.ndarray, list[str], str]:
+    images, labels, classes = load_val(SHARED / "pbc_jpeg_subset")
+    frames = bccd_frames(SHARED / "bccd")
+    finder = CellFinder()
+    colours = lab_stats([c[..., ::-1] for f in frames for c in cut_crops(f, finder.find(f), 200)])
+    return ([reinhard(im, colours) for im in images], labels, classes,
+            "PBC val re-stained to BCCD colours")
+
+
+def bccd_site(classes: list[str], per_class: int
+              ) -> tuple[list[np.ndarray], np.ndarray, list[str], str]:
+    crops, names = labelled_crops(SHARED / "bccd")
+    kept = {n for n in set(names) if names.count(n) > per_class}
+    pairs = [(crop, classes.index(n)) for crop, n in zip(crops, names, strict=True) if n in kept]
+    return ([c for c, _ in pairs], np.array([label for _, label in pairs]), classes,
+            f"BCCD cells labelled by the developers ({', '.join(sorted(kept))})")
 
 
 def test_accuracy(model: Model, npz: Path) -> float:
@@ -54,17 +79,20 @@ def main() -> None:
                         help="draws the labelled crops and seeds the fine-tune")
     parser.add_argument("--npz", type=Path, default=SHARED / "pbc_bloodmnist_like_64.npz")
     parser.add_argument("--out", type=Path, help="keep the fine-tuned run here")
+    parser.add_argument("--site", choices=("restained", "bccd"), default="restained",
+                        help="restained: PBC val re-stained to BCCD colours; bccd: BCCD's "
+                             "white cells with a developer's type label")
     parser.add_argument("--adapt-bn", action="store_true",
                         help="re-estimate BatchNorm on the unlabelled site images first")
     args = parser.parse_args()
-    images, labels, classes = load_val(SHARED / "pbc_jpeg_subset")
-    frames = bccd_frames(SHARED / "bccd")
-    finder = CellFinder()
-    colours = lab_stats([c[..., ::-1] for f in frames for c in cut_crops(f, finder.find(f), 200)])
-    site = [reinhard(im, colours) for im in images]
+    if args.site == "bccd":
+        site, labels, classes, described = bccd_site(list(Model(args.model).classes),
+                                                     args.per_class)
+    else:
+        site, labels, classes, described = restained_site()
     rng = np.random.default_rng(args.seed)
     labelled = np.zeros(len(site), dtype=bool)
-    for label in range(len(classes)):
+    for label in sorted(set(labels)):
         members = rng.permutation(np.flatnonzero(labels == label))
         labelled[members[: args.per_class]] = True
     held = [im for im, keep in zip(site, labelled, strict=True) if not keep]
@@ -96,13 +124,15 @@ def main() -> None:
         if args.adapt_bn:
             rows.append(("BatchNorm re-estimated (no labels)", Model(start)))
         rows.append(("after fine-tuning", after))
-        print(f"\nsite: PBC val re-stained to BCCD colours; {args.per_class} labelled crops per "
+        print(f"\nsite: {described}; {args.per_class} labelled crops per "
               f"class (draw and fine-tune seed {args.seed}) for fine-tuning, {len(held)} "
               "held-out crops to score\n")
-        print("| model | site accuracy (held out) | shared test accuracy |")
-        print("|---|---:|---:|")
+        print("| model | site accuracy (held out) | site balanced accuracy "
+              "| shared test accuracy |")
+        print("|---|---:|---:|---:|")
         for name, model in rows:
-            print(f"| {name} | {site_accuracy(model, held, held_labels):.4f} | "
+            accuracy, balanced = site_accuracy(model, held, held_labels)
+            print(f"| {name} | {accuracy:.4f} | {balanced:.4f} | "
                   f"{test_accuracy(model, args.npz):.4f} |")
 
 
