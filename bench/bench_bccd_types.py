@@ -20,31 +20,22 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
-from bench_robustness import SHARED, Model, Predict, bccd_box_crops, frame_raw
+from bench_robustness import SHARED, Model, Predict, bccd_box_crops, cut_boxes, frame_raw
 
 LABELS = Path(__file__).resolve().parent / "data" / "bccd_wbc_types.csv"
 
 
 def labelled_crops(bccd: Path, labels: Path = LABELS) -> tuple[list[np.ndarray], list[str]]:
     """The labelled cells cut at their boxes (BGR) and their type names."""
-    crops, names, frames = [], [], {}
     with open(labels, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["image"] not in frames:
-                frame = cv2.imread(str(bccd / "JPEGImages" / row["image"]))
-                if frame is None:
-                    raise FileNotFoundError(f"{bccd / 'JPEGImages' / row['image']}: not readable")
-                frames[row["image"]] = frame
-            x0, y0, x1, y1 = (int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
-            crops.append(np.ascontiguousarray(frames[row["image"]][y0:y1, x0:x1]))
-            names.append(row["label"])
-    return crops, names
+        rows = list(csv.DictReader(handle))
+    return cut_boxes(bccd, rows), [row["label"] for row in rows]
 
 
-def score(model: Model, crops: list[np.ndarray], truth: list[str],
+def score(model: Model, crops: list[np.ndarray], truth: list[str], classes: list[str],
           predict: Predict | None = None) -> dict:
+    """Accuracy, per-class recall, balanced accuracy over `classes`, and the commonest calls."""
     framed = np.stack([frame_raw(crop, model.spec) for crop in crops])
     predicted = [model.classes[i] for i in (predict or model.predict)(framed).argmax(1)]
     hits = np.array([p == t for p, t in zip(predicted, truth, strict=True)])
@@ -52,7 +43,7 @@ def score(model: Model, crops: list[np.ndarray], truth: list[str],
     return {
         "accuracy": float(hits.mean()),
         "recall": recall,
-        "balanced": float(np.mean([recall[n] for n in recall if truth.count(n) >= 10])),
+        "balanced": float(np.mean([recall[n] for n in classes])),
         "predicted": Counter(predicted).most_common(3),
     }
 
@@ -85,7 +76,7 @@ def main() -> None:
             if adapted is not None:
                 runs.append((f"{model.name} + BatchNorm re-estimated on BCCD", adapted))
         for label, predict in runs:
-            result = score(model, crops, truth, predict)
+            result = score(model, crops, truth, classes, predict)
             mix = ", ".join(f"{c} {n / len(truth):.0%}" for c, n in result["predicted"])
             cells = [label, model.spec.framing, f"{result['accuracy']:.3f}",
                      f"{result['balanced']:.3f}",

@@ -85,9 +85,9 @@ def main() -> None:
     parser.add_argument("--adapt-bn", action="store_true",
                         help="re-estimate BatchNorm on the unlabelled site images first")
     args = parser.parse_args()
+    before = Model(args.model)
     if args.site == "bccd":
-        site, labels, classes, described = bccd_site(list(Model(args.model).classes),
-                                                     args.per_class)
+        site, labels, classes, described = bccd_site(list(before.classes), args.per_class)
     else:
         site, labels, classes, described = restained_site()
     rng = np.random.default_rng(args.seed)
@@ -119,7 +119,7 @@ def main() -> None:
                    "--seed", str(args.seed)]
         print(" ".join(command[2:]))
         subprocess.run(command, check=True)
-        before, after = Model(args.model), Model(str(out / "best.pt"))
+        after = Model(str(out / "best.pt"))
         rows = [("before", before)]
         if args.adapt_bn:
             rows.append(("BatchNorm re-estimated (no labels)", Model(start)))

@@ -217,21 +217,28 @@ def bccd_frames(root: Path) -> list[np.ndarray]:
     return [cv2.imread(str(p)) for p in sorted((root / "JPEGImages").glob("*.jpg"))]
 
 
+def cut_boxes(root: Path, rows: list[dict[str, str]]) -> list[np.ndarray]:
+    """Each row's box (`image`, `xmin`..`ymax`, as in BCCD's boxes.csv) cut from its BCCD frame
+    (BGR); each frame is read once."""
+    crops, frames = [], {}
+    for row in rows:
+        if row["image"] not in frames:
+            frame = cv2.imread(str(root / "JPEGImages" / row["image"]))
+            if frame is None:
+                raise FileNotFoundError(f"{root / 'JPEGImages' / row['image']}: not readable")
+            frames[row["image"]] = frame
+        x0, y0, x1, y1 = (int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+        crops.append(np.ascontiguousarray(frames[row["image"]][y0:y1, x0:x1]))
+    return crops
+
+
 def bccd_box_crops(root: Path) -> list[np.ndarray]:
     """Each annotated white cell of BCCD cut at its box: the tight single-cell crop a user of
     another lab would hand to `classify` (BGR)."""
-    crops, frames = [], {}
     with open(root / "boxes.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["label"] != "WBC":
-                continue
-            if row["image"] not in frames:
-                frames[row["image"]] = cv2.imread(str(root / "JPEGImages" / row["image"]))
-            frame = frames[row["image"]]
-            x0, y0, x1, y1 = (int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
-            if x1 > x0 and y1 > y0:
-                crops.append(np.ascontiguousarray(frame[y0:y1, x0:x1]))
-    return crops
+        rows = [row for row in csv.DictReader(handle) if row["label"] == "WBC"
+                and int(row["xmax"]) > int(row["xmin"]) and int(row["ymax"]) > int(row["ymin"])]
+    return cut_boxes(root, rows)
 
 
 def main() -> None:
