@@ -121,8 +121,9 @@ def train(
     focal_gamma: Annotated[float | None, typer.Option(help="Focal loss gamma.")] = None,
     augment: Annotated[
         str | None,
-        typer.Option(help="none, flips, paper, strong, hemonet, field (other microscopes) or "
-                     "field_hue (field, plus stains of another colour)."),
+        typer.Option(help="none, flips, paper, strong, hemonet, field (other microscopes), "
+                     "field_hue (field, plus stains of another colour) or field_zoom "
+                     "(field_hue, plus a much wider range of cell sizes)."),
     ] = None,
     ema: Annotated[float | None, typer.Option(help="EMA decay of the weights (0: off).")] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (0: off).")] = None,

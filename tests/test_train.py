@@ -198,6 +198,26 @@ def test_absorbance_augmentation_scales_each_channels_optical_density_against_th
     assert PRESETS["field_hue"].absorbance_p > 0 and PRESETS["field"].absorbance_p == 0
 
 
+def test_zoom_augmentation_changes_the_cells_size_by_the_drawn_factor():
+    from edgehemo.train.augment import AugmentConfig
+
+    x = torch.ones(1, 3, 64, 64)
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disk = ((rows - 31.5) ** 2 + (cols - 31.5) ** 2) < 10**2  # a dark cell, radius 10
+    x[:, :, disk] = 0.2
+
+    def area(factor: float) -> float:
+        config = AugmentConfig(dihedral=False, affine_p=1.0, rotate_deg=0.0, translate=0.0,
+                               zoom=(factor, factor))
+        out = augment(x, config, torch.Generator().manual_seed(0))
+        return float((out[0, 0] < 0.6).sum())
+
+    assert area(1.5) / disk.sum().item() == pytest.approx(1.5**2, rel=0.08)
+    assert area(0.7) / disk.sum().item() == pytest.approx(0.7**2, rel=0.08)
+    # the preset's range spans a lymphocyte framed by another lab's tight box (~1.5x)
+    low, high = PRESETS["field_zoom"].zoom
+    assert low < 0.7 and high > 1.5
+
 def test_ema_warms_up_and_then_follows_the_decay():
     from edgehemo.train.loop import ema_with_warmup
 

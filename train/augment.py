@@ -5,7 +5,8 @@ images). The `field` preset adds what differs between a lab's analyser and a cli
 camera: stain variation in the haematoxylin-eosin-DAB optical-density space (Tellez et al. 2019),
 white balance, exposure and gamma, defocus blur, sensor noise, and a wider range of scale (the
 cell's size in the crop changes with magnification and with the cell finder). `field_hue` also
-changes each channel's absorbance on its own: a stain of another colour.
+changes each channel's absorbance on its own: a stain of another colour; `field_zoom` also varies
+the cell's size far more (0.65-1.6 times), so that size stops standing for type.
 Everything is drawn from the generator passed in, so a run is reproducible from its seed.
 """
 
@@ -26,6 +27,7 @@ class AugmentConfig:
     affine_p: float = 0.0  # probability of a small rotation/scale/shift
     rotate_deg: float = 15.0
     scale: float = 0.1
+    zoom: tuple[float, float] | None = None  # instead of scale: the size x log-U(low, high)
     translate: float = 0.06
     brightness: float = 0.0  # multiplicative, +-fraction
     contrast: float = 0.0
@@ -61,6 +63,10 @@ PRESETS: dict[str, AugmentConfig] = {
 # field, plus stains whose colour differs from PBC's: each channel's absorbance scaled on its
 # own, down to the nucleus absorbing almost no blue (as in BCCD's frames: docs/robustness.md)
 PRESETS["field_hue"] = replace(PRESETS["field"], absorbance_p=0.5)
+# field_hue, with the cell's size in the crop varied much more: another lab's tight crop, framed
+# around its nucleus, shows a lymphocyte ~1.5 times as large as PBC's (docs/robustness.md), and a
+# model trained at one magnification takes size for type
+PRESETS["field_zoom"] = replace(PRESETS["field_hue"], affine_p=0.8, zoom=(0.65, 1.6))
 
 # Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB) in optical density.
 _HED_FROM_RGB = torch.linalg.inv(torch.tensor([
@@ -94,7 +100,11 @@ def _affine(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) 
         return x
     k = chosen.numel()
     angle = _uniform(k, -config.rotate_deg, config.rotate_deg, generator) * math.pi / 180
-    scale = _uniform(k, 1 - config.scale, 1 + config.scale, generator)
+    if config.zoom is None:
+        scale = _uniform(k, 1 - config.scale, 1 + config.scale, generator)
+    else:
+        low, high = config.zoom
+        scale = torch.exp(_uniform(k, math.log(low), math.log(high), generator))
     shift = _uniform(2 * k, -config.translate, config.translate, generator).view(k, 2)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
