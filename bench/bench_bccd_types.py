@@ -10,6 +10,11 @@ hand it to `classify`) and framed by each model's own preprocessing.
 
     python bench/bench_bccd_types.py --models cbam_cnn cbam_cnn_lab cbam_cnn_int8 [--out FILE]
 
+`--nucleus-window R [R ...]` also scores each model on windows of R times the nucleus extent
+around each cell instead of its own framing (auto framing's window for a tight crop is 1.55):
+how much of a model's result is the cell's size in its input. The labels themselves are then
+what chooses R, so read those rows as a diagnosis, not as an accuracy.
+
 Needs ../shared/data/bccd (the frames); the labels ship with the repository.
 """
 
@@ -23,6 +28,9 @@ from pathlib import Path
 import numpy as np
 from bench_robustness import SHARED, Model, Predict, bccd_box_crops, cut_boxes, frame_raw
 
+from edgehemo.framing import cell_window, window
+from edgehemo.preprocess import opencv
+
 LABELS = Path(__file__).resolve().parent / "data" / "bccd_wbc_types.csv"
 
 
@@ -33,10 +41,23 @@ def labelled_crops(bccd: Path, labels: Path = LABELS) -> tuple[list[np.ndarray],
     return cut_boxes(bccd, rows), [row["label"] for row in rows]
 
 
+def around_nucleus(crop_bgr: np.ndarray, ratio: float, model: Model) -> np.ndarray:
+    """`crop_bgr` framed by a window of `ratio` times its nucleus extent (RGB, the model's size);
+    the model's own framing where no nucleus is found."""
+    rgb = np.ascontiguousarray(crop_bgr[..., ::-1])
+    box = cell_window(rgb, ratio)
+    if box is None:
+        return frame_raw(crop_bgr, model.spec)
+    side = model.spec.input_size
+    return opencv().resize(window(rgb, box), (side, side), interpolation=opencv().INTER_AREA)
+
+
 def score(model: Model, crops: list[np.ndarray], truth: list[str], classes: list[str],
-          predict: Predict | None = None) -> dict:
-    """Accuracy, per-class recall, balanced accuracy over `classes`, and the commonest calls."""
-    framed = np.stack([frame_raw(crop, model.spec) for crop in crops])
+          predict: Predict | None = None, ratio: float | None = None) -> dict:
+    """Accuracy, per-class recall, balanced accuracy over `classes`, and the commonest calls;
+    `ratio` frames each crop by a window of that many nucleus extents instead."""
+    framed = np.stack([frame_raw(crop, model.spec) if ratio is None
+                       else around_nucleus(crop, ratio, model) for crop in crops])
     predicted = [model.classes[i] for i in (predict or model.predict)(framed).argmax(1)]
     hits = np.array([p == t for p, t in zip(predicted, truth, strict=True)])
     recall = {name: float(hits[[t == name for t in truth]].mean()) for name in sorted(set(truth))}
@@ -57,6 +78,8 @@ def main() -> None:
                         help="also score each torch model after re-estimating its BatchNorm "
                              "statistics on all 372 boxed BCCD cells, labels unused "
                              "(what `edgehemo adapt` does with a site's crops)")
+    parser.add_argument("--nucleus-window", type=float, nargs="+", default=[], metavar="R",
+                        help="also score each model on windows of R nucleus extents")
     args = parser.parse_args()
     if not (args.bccd / "JPEGImages").is_dir():
         raise SystemExit(f"{args.bccd}: BCCD frames not found (see ../shared/data/README.md)")
@@ -70,15 +93,17 @@ def main() -> None:
     site = bccd_box_crops(args.bccd) if args.adapt_bn else []
     for name in args.models:
         model = Model(name)
-        runs = [(model.name, None)]
+        runs = [(model.name, None, None)]
         if site:
             adapted = model.adapted(np.stack([frame_raw(crop, model.spec) for crop in site]))
             if adapted is not None:
-                runs.append((f"{model.name} + BatchNorm re-estimated on BCCD", adapted))
-        for label, predict in runs:
-            result = score(model, crops, truth, classes, predict)
+                runs.append((f"{model.name} + BatchNorm re-estimated on BCCD", adapted, None))
+        runs += [(model.name, None, ratio) for ratio in args.nucleus_window]
+        for label, predict, ratio in runs:
+            result = score(model, crops, truth, classes, predict, ratio)
             mix = ", ".join(f"{c} {n / len(truth):.0%}" for c, n in result["predicted"])
-            cells = [label, model.spec.framing, f"{result['accuracy']:.3f}",
+            framing = model.spec.framing if ratio is None else f"{ratio:g} x nucleus"
+            cells = [label, framing, f"{result['accuracy']:.3f}",
                      f"{result['balanced']:.3f}",
                      *[f"{result['recall'][n]:.3f}" for n in classes], mix]
             lines.append("| " + " | ".join(cells) + " |")

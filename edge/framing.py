@@ -88,12 +88,13 @@ def locate_nucleus(image_rgb: np.ndarray) -> Nucleus | None:
                    extent=max(x1 - x0, y1 - y0) / scale)
 
 
-def cell_window(image_rgb: np.ndarray) -> Box | None:
-    """The square classifier window around the white cell, or None where none is found."""
+def cell_window(image_rgb: np.ndarray, ratio: float = NUCLEUS_WINDOW) -> Box | None:
+    """The square classifier window, `ratio` times the nucleus extent, around the white cell, or
+    None where none is found."""
     nucleus = locate_nucleus(image_rgb)
     if nucleus is None:
         return None
-    return _around(nucleus, NUCLEUS_WINDOW * nucleus.extent)
+    return _around(nucleus, ratio * nucleus.extent)
 
 
 def auto_window(image_rgb: np.ndarray, centre: Box) -> Box:

@@ -70,6 +70,8 @@ def test_a_cell_framed_window_is_square_and_sized_by_the_nucleus():
     side = box[2] - box[0]
     assert side == box[3] - box[1]
     assert abs(side - NUCLEUS_WINDOW * 80) < 8
+    wider = cell_window(smear(300, 300, [(150, 150, 40)]), ratio=2.3)
+    assert wider is not None and abs((wider[2] - wider[0]) - 2.3 * 80) < 8
 
 
 def test_a_window_past_the_border_replicates_the_edge_and_keeps_the_cell_centred():
