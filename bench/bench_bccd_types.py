@@ -48,8 +48,8 @@ def around_nucleus(crop_bgr: np.ndarray, ratio: float, model: Model) -> np.ndarr
     box = cell_window(rgb, ratio)
     if box is None:
         return frame_raw(crop_bgr, model.spec)
-    side = model.spec.input_size
-    return opencv().resize(window(rgb, box), (side, side), interpolation=opencv().INTER_AREA)
+    cv2, side = opencv(), model.spec.input_size
+    return cv2.resize(window(rgb, box), (side, side), interpolation=cv2.INTER_AREA)
 
 
 def score(model: Model, crops: list[np.ndarray], truth: list[str], classes: list[str],
