@@ -64,8 +64,8 @@ PRESETS: dict[str, AugmentConfig] = {
 # own, down to the nucleus absorbing almost no blue (as in BCCD's frames: docs/robustness.md)
 PRESETS["field_hue"] = replace(PRESETS["field"], absorbance_p=0.5)
 # field_hue, with the cell's size in the crop varied much more: another lab's tight crop, framed
-# around its nucleus, shows a lymphocyte ~1.5 times as large as PBC's (docs/robustness.md), and a
-# model trained at one magnification takes size for type
+# around its nucleus, shows a lymphocyte larger than PBC's (docs/robustness.md), and a model
+# trained at one magnification takes size for type
 PRESETS["field_zoom"] = replace(PRESETS["field_hue"], affine_p=0.8, zoom=(0.65, 1.6))
 
 # Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB) in optical density.
