@@ -218,6 +218,16 @@ def test_zoom_augmentation_changes_the_cells_size_by_the_drawn_factor():
     low, high = PRESETS["field_zoom"].zoom
     assert low < 0.7 and high > 1.5
 
+def test_the_cli_help_names_every_augmentation_preset():
+    # the CLI must not import torch, so its --augment help lists the presets by hand
+    import typing
+
+    from edgehemo import cli
+
+    option = typing.get_type_hints(cli.train, include_extras=True)["augment"].__metadata__[0]
+    assert all(name in option.help for name in PRESETS)
+
+
 def test_ema_warms_up_and_then_follows_the_decay():
     from edgehemo.train.loop import ema_with_warmup
 
