@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--nucleus-window", type=float, nargs="+", default=[], metavar="R",
                         help="also score each model on windows of R nucleus extents")
     args = parser.parse_args()
+    if any(ratio <= 0 for ratio in args.nucleus_window):
+        parser.error("--nucleus-window: each R must be a positive number of nucleus extents")
     if not (args.bccd / "JPEGImages").is_dir():
         raise SystemExit(f"{args.bccd}: BCCD frames not found (see ../shared/data/README.md)")
     crops, truth = labelled_crops(args.bccd)
