@@ -15,6 +15,11 @@ around each cell instead of its own framing (auto framing's window for a tight c
 how much of a model's result is the cell's size in its input. The labels themselves are then
 what chooses R, so read those rows as a diagnosis, not as an accuracy.
 
+`--ruler` also scores each model as the capture daemon frames cells on a site with a known
+magnification: each cell cut from its frame by a window of as many red-cell diameters as the
+model's training window (edgehemo.ruler), BCCD's red-cell diameter pooled over all its frames
+(no label used; the frames' lone red cells are the ruler).
+
 Needs ../shared/data/bccd (the frames); the labels ship with the repository.
 """
 
@@ -26,19 +31,54 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from bench_robustness import SHARED, Model, Predict, bccd_box_crops, cut_boxes, frame_raw
+from bench_robustness import (
+    SHARED,
+    Model,
+    Predict,
+    bccd_box_crops,
+    bccd_frames,
+    cut_boxes,
+    frame_raw,
+)
 
-from edgehemo.framing import cell_window, window
+from edgehemo.framing import cell_window, locate_nucleus, window
 from edgehemo.preprocess import opencv
+from edgehemo.ruler import pbc_window_side, pooled_diameter
 
 LABELS = Path(__file__).resolve().parent / "data" / "bccd_wbc_types.csv"
 
 
+def labelled_rows(labels: Path = LABELS) -> list[dict[str, str]]:
+    with open(labels, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def labelled_crops(bccd: Path, labels: Path = LABELS) -> tuple[list[np.ndarray], list[str]]:
     """The labelled cells cut at their boxes (BGR) and their type names."""
-    with open(labels, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = labelled_rows(labels)
     return cut_boxes(bccd, rows), [row["label"] for row in rows]
+
+
+def ruler_framed(bccd: Path, rows: list[dict[str, str]], red_cell: float,
+                 model: Model) -> np.ndarray:
+    """Each row's cell cut from its frame by the model's training window in red-cell diameters
+    (`red_cell` pixels each), centred on the nucleus found in its box (RGB, the model's size)."""
+    cv2, size = opencv(), model.spec.input_size
+    side = round(pbc_window_side(model.spec.crop_fraction, red_cell))
+    frames: dict[str, np.ndarray] = {}
+    out = []
+    for row in rows:
+        if row["image"] not in frames:
+            frames[row["image"]] = cv2.imread(str(bccd / "JPEGImages" / row["image"]))[..., ::-1]
+        frame = frames[row["image"]]
+        x0, y0, x1, y1 = (int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+        nucleus = locate_nucleus(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+        cx, cy = ((x0 + x1) / 2, (y0 + y1) / 2) if nucleus is None else (
+            x0 + nucleus.cx, y0 + nucleus.cy)
+        left, top = round(cx - side / 2), round(cy - side / 2)
+        cut = window(np.ascontiguousarray(frame), (left, top, left + side, top + side))
+        out.append(cv2.resize(cut, (size, size), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
 
 
 def around_nucleus(crop_bgr: np.ndarray, ratio: float, model: Model) -> np.ndarray:
@@ -52,12 +92,16 @@ def around_nucleus(crop_bgr: np.ndarray, ratio: float, model: Model) -> np.ndarr
     return cv2.resize(window(rgb, box), (side, side), interpolation=cv2.INTER_AREA)
 
 
-def score(model: Model, crops: list[np.ndarray], truth: list[str], classes: list[str],
-          predict: Predict | None = None, ratio: float | None = None) -> dict:
-    """Accuracy, per-class recall, balanced accuracy over `classes`, and the commonest calls;
-    `ratio` frames each crop by a window of that many nucleus extents instead."""
-    framed = np.stack([frame_raw(crop, model.spec) if ratio is None
-                       else around_nucleus(crop, ratio, model) for crop in crops])
+def framed_crops(model: Model, crops: list[np.ndarray], ratio: float | None = None) -> np.ndarray:
+    """The crops framed by the model's own preprocessing, or by a window of `ratio` nucleus
+    extents."""
+    return np.stack([frame_raw(crop, model.spec) if ratio is None
+                     else around_nucleus(crop, ratio, model) for crop in crops])
+
+
+def score(model: Model, framed: np.ndarray, truth: list[str], classes: list[str],
+          predict: Predict | None = None) -> dict:
+    """Accuracy, per-class recall, balanced accuracy over `classes`, and the commonest calls."""
     predicted = [model.classes[i] for i in (predict or model.predict)(framed).argmax(1)]
     hits = np.array([p == t for p, t in zip(predicted, truth, strict=True)])
     recall = {name: float(hits[[t == name for t in truth]].mean()) for name in sorted(set(truth))}
@@ -80,6 +124,9 @@ def main() -> None:
                              "(what `edgehemo adapt` does with a site's crops)")
     parser.add_argument("--nucleus-window", type=float, nargs="+", default=[], metavar="R",
                         help="also score each model on windows of R nucleus extents")
+    parser.add_argument("--ruler", action="store_true",
+                        help="also score each model on windows cut from the frames at BCCD's "
+                             "magnification measured by its red cells (the capture's framing)")
     args = parser.parse_args()
     if any(ratio <= 0 for ratio in args.nucleus_window):
         parser.error("--nucleus-window: each R must be a positive number of nucleus extents")
@@ -93,6 +140,13 @@ def main() -> None:
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 3) + "---|"]
     baseline = counts.most_common(1)[0]
     site = bccd_box_crops(args.bccd) if args.adapt_bn else []
+    red_cell = None
+    if args.ruler:
+        red_cell, measured = pooled_diameter(
+            np.ascontiguousarray(frame[..., ::-1]) for frame in bccd_frames(args.bccd))
+        if red_cell is None:
+            raise SystemExit("--ruler: no lone red cell in BCCD's frames")
+        print(f"BCCD red-cell diameter: {red_cell:.1f} px (median of {measured} lone red cells)")
     for name in args.models:
         model = Model(name)
         runs = [(model.name, None, None)]
@@ -101,10 +155,17 @@ def main() -> None:
             if adapted is not None:
                 runs.append((f"{model.name} + BatchNorm re-estimated on BCCD", adapted, None))
         runs += [(model.name, None, ratio) for ratio in args.nucleus_window]
+        if red_cell is not None:
+            runs.append((model.name, None, "ruler"))
         for label, predict, ratio in runs:
-            result = score(model, crops, truth, classes, predict, ratio)
+            if ratio == "ruler":
+                framed = ruler_framed(args.bccd, labelled_rows(), red_cell, model)
+                framing = f"ruler ({red_cell:.1f} px red cells, from the frames)"
+            else:
+                framed = framed_crops(model, crops, ratio)
+                framing = model.spec.framing if ratio is None else f"{ratio:g} x nucleus"
+            result = score(model, framed, truth, classes, predict)
             mix = ", ".join(f"{c} {n / len(truth):.0%}" for c, n in result["predicted"])
-            framing = model.spec.framing if ratio is None else f"{ratio:g} x nucleus"
             cells = [label, framing, f"{result['accuracy']:.3f}",
                      f"{result['balanced']:.3f}",
                      *[f"{result['recall'][n]:.3f}" for n in classes], mix]

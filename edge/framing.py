@@ -9,7 +9,9 @@ a single crop has no fixed exposure):
   the capture daemon gives the crops it cuts from frames (for models trained with it);
 - `auto`: the centre window a model was trained on, unless the crop is clearly framed otherwise
   (the nucleus much wider than that window, or far from its centre), then a window around the
-  nucleus.
+  nucleus;
+- `ruler`: a window of as many red-cell diameters as the training window, around the nucleus,
+  where the red cells give the magnification (`edgehemo.ruler`); `auto` where they do not.
 Parts of a window past the image border are filled by replicating the edge, so the cell stays
 centred. numpy and OpenCV only.
 """
@@ -43,6 +45,10 @@ CENTRE_SPREAD = 0.2
 # loosest that leaves the unshifted PBC fields' accuracy within 0.3 points.
 AUTO_MAX_EXTENT = 1.2
 AUTO_MAX_OFFSET = 0.25
+# ruler framing leaves a window within this share of the training window's side to auto framing:
+# PBC's own fields measure 66.7-79.6 px red cells (10th-90th percentile, bench/bench_ruler.py)
+# around 72.5, and re-centring them would only add noise.
+RULER_SAME_SCALE = 0.15
 # A nucleus smaller than this share of the image is taken as noise, and the centre crop is used.
 MIN_NUCLEUS_SHARE = 0.002
 
@@ -95,6 +101,30 @@ def cell_window(image_rgb: np.ndarray, ratio: float = NUCLEUS_WINDOW) -> Box | N
     if nucleus is None:
         return None
     return _around(nucleus, ratio * nucleus.extent)
+
+
+def ruler_window(image_rgb: np.ndarray, crop_fraction: float,
+                 red_cell: float | None = None) -> Box | None:
+    """The window of as many red-cell diameters as a PBC-trained model's training window
+    (`crop_fraction` of PBC's field), around the white cell's nucleus (the image centre where
+    none is found). `red_cell`: the site's red-cell diameter in this image's pixels; measured on
+    the image's own lone red cells when not given. None where there is no ruler, or where it
+    says the image is at the training magnification (then auto framing decides)."""
+    from edgehemo.ruler import pbc_window_side, red_cell_diameter
+
+    if red_cell is None:
+        red_cell = red_cell_diameter(image_rgb)
+    if red_cell is None:
+        return None
+    if red_cell <= 0:
+        raise ValueError(f"a red-cell diameter must be positive, got {red_cell}")
+    side = pbc_window_side(crop_fraction, red_cell)
+    height, width = image_rgb.shape[:2]
+    if abs(side / (crop_fraction * min(height, width)) - 1) <= RULER_SAME_SCALE:
+        return None  # PBC's magnification: as the model was trained, the centre window
+    nucleus = locate_nucleus(image_rgb)
+    centre = nucleus or Nucleus(cx=width / 2, cy=height / 2, extent=0.0)
+    return _around(centre, side)
 
 
 def auto_window(image_rgb: np.ndarray, centre: Box) -> Box:

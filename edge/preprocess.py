@@ -17,7 +17,7 @@ from edgehemo.errors import ImageReadError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
-Framing = Literal["centre", "auto", "cell"]  # see edgehemo.framing
+Framing = Literal["centre", "auto", "cell", "ruler"]  # see edgehemo.framing
 FRAMINGS: tuple[str, ...] = get_args(Framing)
 
 # PBC images are 360x363 fields; MedMNIST's BloodMNIST takes their centre 200x200.
@@ -56,7 +56,9 @@ class PreprocessSpec(BaseModel):
         "crop_fraction, PBC's framing), auto (that square unless the crop is clearly framed "
         "otherwise - the white cell's nucleus much wider than it or far off its centre - then a "
         "window around the nucleus) or cell (always a window around the nucleus); see "
-        "edgehemo.framing. No nucleus found: the centre square.",
+        "edgehemo.framing. No nucleus found: the centre square. ruler: the window of as many "
+        "red-cell diameters as the training window, around the nucleus, the red cells measured "
+        "on the image itself or given for the site (edgehemo.ruler); auto where neither is.",
     )
 
 # floor of a channel's deviation (0..1 scale) in per-image normalisation: a flat image stays flat
@@ -93,9 +95,11 @@ def centre_square(height: int, width: int, crop_fraction: float) -> tuple[int, i
     return (height - side) // 2, (width - side) // 2, side
 
 
-def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+def crop_and_resize(image: np.ndarray, spec: PreprocessSpec,
+                    red_cell: float | None = None) -> np.ndarray:
     """Cut a raw RGB image to a square (as `spec.framing` says) and resize it to the model's
-    input size.
+    input size. `red_cell`: the site's red-cell diameter in this image's pixels, for ruler
+    framing (measured on the image itself when not given).
 
     An image already at the input size is taken as framed (a MedMNIST-style crop) and returned
     unchanged: cropping it again would cut the cell.
@@ -105,7 +109,7 @@ def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     height, width = image.shape[:2]
     if height == width == spec.input_size:
         return np.ascontiguousarray(image)
-    square = _frame(image, spec)
+    square = _frame(image, spec, red_cell)
     if square.shape[:2] == (spec.input_size, spec.input_size):
         return np.ascontiguousarray(square)
     cv2 = opencv()
@@ -113,17 +117,20 @@ def crop_and_resize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return cv2.resize(square, size, interpolation=cv2.INTER_AREA)
 
 
-def _frame(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+def _frame(image: np.ndarray, spec: PreprocessSpec, red_cell: float | None) -> np.ndarray:
     top, left, side = centre_square(*image.shape[:2], spec.crop_fraction)
     centre = image[top : top + side, left : left + side]
     if spec.framing == "centre":
         return centre
-    from edgehemo.framing import auto_window, cell_window, window
+    from edgehemo.framing import auto_window, cell_window, ruler_window, window
 
-    if spec.framing == "auto":
-        box = auto_window(image, (left, top, left + side, top + side))
-    else:
+    box = None
+    if spec.framing == "ruler":
+        box = ruler_window(image, spec.crop_fraction, red_cell)
+    if spec.framing == "cell":
         box = cell_window(image)
+    elif box is None:
+        box = auto_window(image, (left, top, left + side, top + side))
     return centre if box is None else window(image, box)
 
 
@@ -148,9 +155,11 @@ def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
-def preprocess_raw(images: list[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
-    """Raw RGB images of any size -> the float32 model input (N, 3, S, S)."""
-    framed = np.stack([crop_and_resize(image, spec) for image in images])
+def preprocess_raw(images: list[np.ndarray], spec: PreprocessSpec,
+                   red_cell: float | None = None) -> np.ndarray:
+    """Raw RGB images of any size -> the float32 model input (N, 3, S, S); `red_cell` as in
+    `crop_and_resize`."""
+    framed = np.stack([crop_and_resize(image, spec, red_cell) for image in images])
     return normalize(framed, spec)
 
 

@@ -1,0 +1,106 @@
+"""Red cells as a ruler: a field's magnification measured from its own red cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgehemo.framing import ruler_window, window
+from edgehemo.preprocess import PreprocessSpec, crop_and_resize, load_image, opencv
+from edgehemo.ruler import (
+    PBC_RED_CELL_DIAMETER,
+    RedCellRuler,
+    pbc_window_side,
+    red_cell_diameter,
+    red_cell_diameters,
+)
+
+PLASMA = (235, 225, 215)
+RED_CELL = (215, 150, 160)  # haemoglobin absorbs green
+NUCLEUS = (90, 40, 140)
+RULER_SPEC = PreprocessSpec(framing="ruler")
+AUTO_SPEC = PreprocessSpec(framing="auto")
+
+
+def field(size: int, discs: list[tuple[int, int, int, tuple[int, int, int]]]) -> np.ndarray:
+    """A plain background with discs (cx, cy, radius, colour)."""
+    yy, xx = np.mgrid[:size, :size]
+    image = np.empty((size, size, 3), dtype=np.uint8)
+    image[:] = PLASMA
+    for cx, cy, radius, colour in discs:
+        image[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2] = colour
+    return image
+
+
+def rescale(image: np.ndarray, factor: float) -> np.ndarray:
+    cv2 = opencv()
+    return cv2.resize(image, None, fx=factor, fy=factor,
+                      interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+
+
+def test_lone_red_cells_are_measured_and_clumps_white_cells_and_cut_cells_are_not():
+    image = field(400, [
+        (80, 80, 30, RED_CELL), (300, 90, 30, RED_CELL),  # lone: 60 px across
+        (100, 300, 30, RED_CELL), (150, 300, 30, RED_CELL),  # two overlapping: a clump
+        (290, 290, 45, RED_CELL), (290, 290, 30, NUCLEUS),  # a white cell
+        (399, 200, 30, RED_CELL),  # cut by the border
+    ])
+    diameters = red_cell_diameters(image)
+    assert len(diameters) == 2
+    assert diameters == pytest.approx([60, 60], rel=0.05)
+    assert red_cell_diameter(image) == pytest.approx(60, rel=0.05)
+    assert red_cell_diameter(field(400, [(80, 80, 30, RED_CELL)])) is None  # one cell: no ruler
+
+
+def test_the_ruler_follows_the_magnification_of_a_real_field(samples_dir):
+    image = load_image(next(samples_dir.glob("neutrophil/*.jpg")))
+    at_pbc = red_cell_diameter(image)
+    assert at_pbc is not None and abs(at_pbc / PBC_RED_CELL_DIAMETER - 1) < 0.15
+    for factor in (0.5, 1.4):
+        measured = red_cell_diameter(rescale(image, factor))
+        assert measured is not None and measured / at_pbc == pytest.approx(factor, rel=0.06)
+
+
+def test_a_plain_or_malformed_image_has_no_ruler_or_a_clear_error():
+    assert red_cell_diameters(np.full((100, 100, 3), 200, dtype=np.uint8)) == []
+    with pytest.raises(ValueError, match="RGB uint8"):
+        red_cell_diameters(np.zeros((100, 100), dtype=np.uint8))
+
+
+def test_ruler_framing_shows_a_field_at_another_magnification_as_the_model_was_trained(
+        samples_dir):
+    image = load_image(next(samples_dir.glob("lymphocyte/*.jpg")))
+    trained_view = crop_and_resize(image, AUTO_SPEC).astype(float)
+    assert np.array_equal(crop_and_resize(image, RULER_SPEC), crop_and_resize(image, AUTO_SPEC))
+    half = rescale(image, 0.5)  # the cell at half size, in a plain field twice as wide
+    wide = field(2 * max(half.shape[:2]), [])
+    top, left = (wide.shape[0] - half.shape[0]) // 2, (wide.shape[1] - half.shape[1]) // 2
+    wide[top : top + half.shape[0], left : left + half.shape[1]] = half
+    ruler_view = crop_and_resize(wide, RULER_SPEC).astype(float)
+    auto_view = crop_and_resize(wide, AUTO_SPEC).astype(float)
+    error_ruler = np.abs(ruler_view - trained_view).mean()
+    error_auto = np.abs(auto_view - trained_view).mean()
+    assert error_ruler < 0.5 * error_auto
+
+
+def test_a_given_site_diameter_sets_the_window_and_a_bad_one_is_refused():
+    image = field(400, [(200, 200, 30, NUCLEUS)])
+    box = ruler_window(image, RULER_SPEC.crop_fraction, red_cell=36.0)
+    assert box is not None
+    side = box[2] - box[0]
+    assert side == round(pbc_window_side(RULER_SPEC.crop_fraction, 36.0))
+    assert abs((box[0] + box[2]) / 2 - 200) <= 2 and abs((box[1] + box[3]) / 2 - 200) <= 2
+    assert window(image, box).shape[:2] == (side, side)
+    with pytest.raises(ValueError, match="positive"):
+        ruler_window(image, RULER_SPEC.crop_fraction, red_cell=0.0)
+
+
+def test_a_session_ruler_pools_frames_then_stops_measuring():
+    ruler = RedCellRuler(enough=3)
+    two = field(400, [(80, 80, 30, RED_CELL), (300, 90, 30, RED_CELL)])
+    assert ruler.update(two) is None and ruler.measured == 2
+    assert ruler.update(field(400, [(80, 80, 20, RED_CELL)])) == pytest.approx(60, rel=0.05)
+    assert ruler.update(field(400, [(80, 80, 10, RED_CELL)] * 1)) == pytest.approx(60, rel=0.05)
+    assert ruler.measured == 3  # fixed: later frames are not measured
+    with pytest.raises(ValueError, match="at least 1"):
+        RedCellRuler(enough=0)
