@@ -9,7 +9,8 @@ it shows every nucleus at the same size, a small lymphocyte as large as a neutro
 
 Only red cells that stand alone are measured: the cell (haemoglobin absorbs green) as an outer
 contour, so a pale centre does not split it, that is round and convex (no clump of overlapping
-cells, no cell cut by the border) and holds no stained nucleus (no white cell). The diameter is
+cells, no cell cut by the border), holds no stained nucleus (no white cell) and is at least half
+as wide as the widest such cell (not a platelet). The diameter is
 that of the circle of the same area; a field's figure is the median over its red cells. Dense
 fields may have none alone: a session pools its frames (`RedCellRuler`). numpy and OpenCV only.
 """
@@ -38,6 +39,8 @@ MIN_SOLIDITY = 0.9
 MIN_ROUNDNESS = 0.75
 # Smaller components (at work resolution, pixels) are debris or platelets at any useful scale.
 MIN_AREA_WORK_PX = 20
+# Round components under this share of the largest one's diameter are platelets or debris.
+MIN_SHARE_OF_LARGEST = 0.5
 # A single image's own red cells are trusted from this many; fewer, and it has no ruler.
 MIN_RED_CELLS = 2
 
@@ -87,7 +90,8 @@ def red_cell_diameters(image_rgb: np.ndarray) -> list[float]:
         if int((inside & near_nucleus).sum()) > 0.02 * area:
             continue  # a white cell
         diameters.append(2 * float(np.sqrt(area / np.pi)) / scale)
-    return diameters
+    # a platelet or a speck of debris is round too, but a third of a red cell or less
+    return [d for d in diameters if d >= MIN_SHARE_OF_LARGEST * max(diameters)]
 
 
 def red_cell_diameter(image_rgb: np.ndarray, min_cells: int = MIN_RED_CELLS) -> float | None:
@@ -108,22 +112,35 @@ class RedCellRuler:
 
     The magnification does not change within a session (one slide under one objective), so the
     figure is fixed once `enough` red cells are measured, and frames are no longer measured.
+    Until then `current` is the median so far, from `first` cells on. `known`: a site's figure
+    measured before (e.g. from an earlier session), fixed from the start.
     """
 
-    def __init__(self, enough: int = 30) -> None:
-        if enough < 1:
-            raise ValueError(f"enough must be at least 1, got {enough}")
+    def __init__(self, enough: int = 30, *, first: int = 5, known: float | None = None) -> None:
+        if enough < 1 or first < 1:
+            raise ValueError(f"enough and first must be at least 1, got {enough} and {first}")
+        if known is not None and known <= 0:
+            raise ValueError(f"a red-cell diameter must be positive, got {known}")
         self.enough = enough
+        self.first = min(first, enough)
         self._diameters: list[float] = []
-        self.diameter: float | None = None
+        self.diameter: float | None = known
 
     def update(self, image_rgb: np.ndarray) -> float | None:
-        """Measure one more frame unless the figure is fixed; the figure, once fixed."""
+        """Measure one more frame unless the figure is fixed; the current figure."""
         if self.diameter is None:
             self._diameters.extend(red_cell_diameters(image_rgb))
             if len(self._diameters) >= self.enough:
                 self.diameter = float(np.median(self._diameters))
-        return self.diameter
+        return self.current
+
+    @property
+    def current(self) -> float | None:
+        if self.diameter is not None:
+            return self.diameter
+        if len(self._diameters) >= self.first:
+            return float(np.median(self._diameters))
+        return None
 
     @property
     def measured(self) -> int:

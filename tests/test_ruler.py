@@ -38,12 +38,13 @@ def rescale(image: np.ndarray, factor: float) -> np.ndarray:
                       interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
 
 
-def test_lone_red_cells_are_measured_and_clumps_white_cells_and_cut_cells_are_not():
+def test_lone_red_cells_are_measured_and_clumps_white_cells_cut_cells_and_specks_are_not():
     image = field(400, [
         (80, 80, 30, RED_CELL), (300, 90, 30, RED_CELL),  # lone: 60 px across
         (100, 300, 30, RED_CELL), (150, 300, 30, RED_CELL),  # two overlapping: a clump
         (290, 290, 45, RED_CELL), (290, 290, 30, NUCLEUS),  # a white cell
         (399, 200, 30, RED_CELL),  # cut by the border
+        (200, 60, 9, RED_CELL),  # round, but a platelet's size
     ])
     diameters = red_cell_diameters(image)
     assert len(diameters) == 2
@@ -96,11 +97,17 @@ def test_a_given_site_diameter_sets_the_window_and_a_bad_one_is_refused():
 
 
 def test_a_session_ruler_pools_frames_then_stops_measuring():
-    ruler = RedCellRuler(enough=3)
+    ruler = RedCellRuler(enough=4, first=3)
     two = field(400, [(80, 80, 30, RED_CELL), (300, 90, 30, RED_CELL)])
-    assert ruler.update(two) is None and ruler.measured == 2
+    assert ruler.update(two) is None and ruler.measured == 2  # too few to go on yet
     assert ruler.update(field(400, [(80, 80, 20, RED_CELL)])) == pytest.approx(60, rel=0.05)
-    assert ruler.update(field(400, [(80, 80, 10, RED_CELL)] * 1)) == pytest.approx(60, rel=0.05)
-    assert ruler.measured == 3  # fixed: later frames are not measured
+    assert ruler.diameter is None  # provisional: the median so far
+    assert ruler.update(field(400, [(80, 80, 20, RED_CELL)])) == pytest.approx(50, rel=0.05)
+    assert ruler.diameter == pytest.approx(50, rel=0.05)  # fixed
+    assert ruler.update(field(400, [(80, 80, 10, RED_CELL)])) == ruler.diameter
+    assert ruler.measured == 4  # later frames are not measured
+    assert RedCellRuler(known=88.0).update(two) == 88.0
     with pytest.raises(ValueError, match="at least 1"):
         RedCellRuler(enough=0)
+    with pytest.raises(ValueError, match="positive"):
+        RedCellRuler(known=-3.0)
