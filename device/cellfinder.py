@@ -17,7 +17,8 @@ Two boxes come out for each cell:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,7 +49,24 @@ class CellFinderSettings(BaseModel):
     )
     box_scale: float = Field(1.3, gt=0, description="Cell box side / nucleus box side.")
     crop_scale: float = Field(
-        NUCLEUS_WINDOW, gt=0, description="Classifier window / nucleus extent."
+        NUCLEUS_WINDOW, gt=0,
+        description="Classifier window / nucleus extent (window = 'nucleus', or until the "
+        "session's red cells are measured).",
+    )
+    window: Literal["red_cells", "nucleus"] = Field(
+        "red_cells",
+        description="red_cells: once the session's lone red cells have been measured, the "
+        "classifier window holds as many red-cell diameters as the model's training window, "
+        "so cells are seen at the training magnification (edgehemo.ruler); nucleus: always "
+        "crop_scale x the nucleus extent.",
+    )
+    red_cell_px: float | None = Field(
+        None, gt=0,
+        description="This microscope's red-cell diameter in frame pixels, if known (e.g. from an "
+        "earlier session's record): used from the first frame instead of measuring.",
+    )
+    red_cells_to_measure: int = Field(
+        30, ge=1, description="Lone red cells measured before the session's figure is fixed."
     )
     drop_edge_cells: bool = Field(
         False, description="Ignore nuclei that touch the frame border (cut-off cells)."
@@ -126,6 +144,14 @@ class CellFinder:
             crop = (round(cx - half), round(cy - half), round(cx + half), round(cy + half))
             cells.append(FoundCell(box=box, crop=crop, nucleus_area=area_px))
         return cells
+
+
+def with_window(cell: FoundCell, side: float) -> FoundCell:
+    """`cell` with a classifier window of `side` pixels around the same centre."""
+    cx, cy = cell.center
+    half = side / 2
+    return replace(cell, crop=(round(cx - half), round(cy - half),
+                               round(cx - half) + round(side), round(cy - half) + round(side)))
 
 
 def box_iou(a: Box | tuple[float, ...], b: Box | tuple[float, ...]) -> float:

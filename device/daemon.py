@@ -39,6 +39,7 @@ from edgehemo.device.sources import (
 from edgehemo.device.status import write_status
 from edgehemo.device.tracking import CellTracker
 from edgehemo.preprocess import opencv
+from edgehemo.ruler import RedCellRuler
 from edgehemo.store import (
     CellRecord,
     DiskGuard,
@@ -72,6 +73,9 @@ class CaptureSummary:
     differential: list[tuple[str, int, float]] = field(default_factory=list)
     white_cells: int = 0
     source_outages: int = 0
+    red_cell_px: float | None = None  # the session's magnification (edgehemo.ruler)
+    red_cells_measured: int = 0
+    red_cells_recorded: bool = False
 
     @property
     def fps(self) -> float:
@@ -155,12 +159,16 @@ class CaptureDaemon:
         )
         manifest = classifier.manifest
         finder: Finder
+        ruler = None
         if manifest.takes == "whole_frame":
             finder = WholeFrameFinder(manifest.preprocessing.crop_fraction)
             logger.info("%s takes whole frames: each field of view is classified once",
                         manifest.name)
         else:
             finder = CellFinder(self.config.cellfinder)
+            found = self.config.cellfinder
+            if found.window == "red_cells":
+                ruler = RedCellRuler(found.red_cells_to_measure, known=found.red_cell_px)
         store = ResultStore.in_dir(self.state_dir)
         _remove_partial_files(self.state_dir / "crops")
         interrupted = store.mark_interrupted()
@@ -172,7 +180,8 @@ class CaptureDaemon:
             classifier.predict_framed, manifest.classes, manifest.preprocessing.input_size,
             session, quality=QualityGate(self.config.quality),
             finder=finder, tracker=CellTracker(self.config.tracking),
-            colour_reference=manifest.colour_reference,
+            colour_reference=manifest.colour_reference, ruler=ruler,
+            crop_fraction=manifest.preprocessing.crop_fraction,
         )
         if manifest.colour_reference is None:
             logger.warning("%s has no colour reference in its manifest: cells that look unlike "
@@ -192,6 +201,10 @@ class CaptureDaemon:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             self._loop(source, pipeline, store, summary, classifier)
+            if summary.red_cell_px is not None and not summary.red_cells_recorded:
+                # not fixed within the session: the median of what was measured
+                store.record_red_cells(session_id, summary.red_cell_px,
+                                       summary.red_cells_measured)
             store.finish_session(session_id, reason=summary.end_reason)
         except BaseException as error:
             with contextlib.suppress(StorageError):  # say why; what was committed stays
@@ -252,6 +265,8 @@ class CaptureDaemon:
                 continue
             outcome = pipeline.process(frame.image)
             summary.frames += 1
+            if pipeline.ruler is not None:
+                self._follow_ruler(pipeline.ruler, store, summary)
             if live is not None:
                 elapsed = time.perf_counter() - started
                 live.maybe_publish(frame.image, outcome, pipeline.session,
@@ -276,6 +291,18 @@ class CaptureDaemon:
         summary.source_outages = keeper.outages
         notifier.stopping()
         logger.info("session %s ends: %s", summary.session_uid, summary.end_reason)
+
+    @staticmethod
+    def _follow_ruler(ruler: RedCellRuler, store: ResultStore, summary: CaptureSummary) -> None:
+        """Keep the session's red-cell figure in the summary; record it once it is fixed."""
+        if summary.red_cell_px is None and ruler.current is not None:
+            logger.info("session %s: red cells measure %.1f px (from %d): cells framed at the "
+                        "model's training magnification", summary.session_uid, ruler.current,
+                        ruler.measured)
+        summary.red_cell_px, summary.red_cells_measured = ruler.current, ruler.measured
+        if ruler.diameter is not None and not summary.red_cells_recorded:
+            store.record_red_cells(summary.session_id, ruler.diameter, ruler.measured)
+            summary.red_cells_recorded = True
 
     @staticmethod
     def _frame_record(seq: int, frame: Frame, outcome: FrameOutcome) -> FrameRecord:
@@ -339,6 +366,8 @@ class CaptureDaemon:
             "saving_images": guard.saving_images if guard else None,
             "model": self.config.capture.model,
             "backend": self.config.capture.backend,
+            "red_cell_px": (round(summary.red_cell_px, 1) if summary.red_cell_px is not None
+                            else None),
         }
         write_status(self.state_dir, status)
         if notifier is not None:

@@ -3,7 +3,8 @@ classifier -> session. The daemon adds the source, storage and service duties ar
 benchmark times it as it is.
 
 The tracker runs before the classifier so that a cell seen in many frames of a still field is
-classified once, when it first appears.
+classified once, when it first appears. With a red-cell ruler, the finder's classifier windows are
+resized to the training magnification once the session's red cells have been measured.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Protocol
 
 import numpy as np
 
-from edgehemo.device.cellfinder import CellFinder, FoundCell, cut_crops
+from edgehemo.device.cellfinder import CellFinder, FoundCell, cut_crops, with_window
 from edgehemo.device.quality import QualityGate, QualityResult
 from edgehemo.device.session import SlideSession
 from edgehemo.device.tracking import CellTracker, TrackResult
 from edgehemo.ood import ColourReference
+from edgehemo.preprocess import PBC_CROP_FRACTION
+from edgehemo.ruler import RedCellRuler, pbc_window_side
 
 STAGES = ("quality", "find", "track", "classify", "count")
 
@@ -58,7 +61,9 @@ class FramePipeline:
     def __init__(self, predict: Predict, classes: tuple[str, ...], input_size: int,
                  session: SlideSession, *, quality: QualityGate | None = None,
                  finder: Finder | None = None, tracker: CellTracker | None = None,
-                 colour_reference: ColourReference | None = None) -> None:
+                 colour_reference: ColourReference | None = None,
+                 ruler: RedCellRuler | None = None,
+                 crop_fraction: float = PBC_CROP_FRACTION) -> None:
         self.predict = predict
         self.classes = classes
         self.input_size = input_size
@@ -67,6 +72,8 @@ class FramePipeline:
         self.finder: Finder = finder or CellFinder()
         self.tracker = tracker or CellTracker()
         self.colour_reference = colour_reference
+        self.ruler = ruler
+        self.crop_fraction = crop_fraction  # of the model's training fields, for the ruler
         self._track_labels: dict[int, str] = {}
 
     def process(self, frame_bgr: np.ndarray) -> FrameOutcome:
@@ -79,6 +86,13 @@ class FramePipeline:
             outcome.stage_ms["quality"] = (t1 - t0) * 1000
             return outcome
         found = self.finder.find(frame_bgr)
+        if self.ruler is not None:
+            ruler = self.ruler
+            red_cell = (ruler.diameter if ruler.diameter is not None
+                        else ruler.update(np.ascontiguousarray(frame_bgr[..., ::-1])))
+            if red_cell is not None:
+                side = pbc_window_side(self.crop_fraction, red_cell)
+                found = [with_window(cell, side) for cell in found]
         t2 = clock()
         track = self.tracker.update(frame_bgr, found)
         fresh = [cell for cell, new in zip(found, track.new, strict=True) if new]

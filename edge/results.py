@@ -51,7 +51,8 @@ def session_results(store: ResultStore, key: str | int | None = None, *,
     white = sum(n for name, n in counts.items() if is_white_cell(name))
     out = {key: session[key] for key in (
         "uid", "id", "sample_id", "operator", "notes", "started_at", "ended_at", "status",
-        "end_reason", "source", "model", "model_sha256", "backend", "target_count")}
+        "end_reason", "source", "model", "model_sha256", "backend", "target_count",
+        "red_cell_px", "red_cells_measured")}
     out["classes"] = classes
     # A whole-frame model classifies fields of view: each "cell" row is one field.
     out["unit"] = "field" if session["settings"].get("model_takes") == "whole_frame" else "cell"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from conftest import field_frame
 
@@ -337,3 +338,44 @@ def test_sd_notify_never_blocks_the_capture_loop(tmp_path, monkeypatch):
             received += 1
     assert 0 < received < 200
     listener.close()
+
+
+def test_with_a_known_red_cell_size_the_windows_hold_the_training_windows_red_cells(clip_frames):
+    from edgehemo.device.cellfinder import CellFinder
+    from edgehemo.device.pipeline import FramePipeline
+    from edgehemo.device.session import SlideSession
+    from edgehemo.preprocess import PBC_CROP_FRACTION
+    from edgehemo.ruler import RedCellRuler, pbc_window_side
+
+    def windows(ruler):
+        pipeline = FramePipeline(lambda crops: np.full((len(crops), 2), 0.5), ("a", "b"), 64,
+                                 SlideSession(("a", "b")), ruler=ruler)
+        outcome = pipeline.process(field_frame(clip_frames, 0))
+        return [(c.crop[2] - c.crop[0], c.crop[3] - c.crop[1]) for c in outcome.found]
+
+    by_nucleus = windows(None)
+    by_ruler = windows(RedCellRuler(known=60.0))
+    side = round(pbc_window_side(PBC_CROP_FRACTION, 60.0))
+    assert len(by_ruler) == len(by_nucleus) == len(CellFinder().find(field_frame(clip_frames, 0)))
+    assert by_ruler == [(side, side)] * len(by_nucleus) != by_nucleus
+
+
+def test_the_session_records_what_its_red_cells_measured(tmp_path, clip_path):
+    state = tmp_path / "state"
+    summary = CaptureDaemon(config(source=str(clip_path)), state).run()
+    with ResultStore.existing(state) as store:
+        session = store.session()
+    # the clip's fields (BCCD) hold few lone red cells: not fixed within 46 frames, the median
+    # of those measured is recorded; BCCD's red cells measure 88.6 px over all its frames
+    assert 5 <= session["red_cells_measured"] == summary.red_cells_measured < 30
+    assert 80 < session["red_cell_px"] < 100
+    assert read_status(state)["red_cell_px"] == round(session["red_cell_px"], 1)
+    run_cli("report", "--state-dir", state, "--out", tmp_path / "r.html")
+    assert f"red cells {session['red_cell_px']:.1f} px across" in (tmp_path / "r.html").read_text()
+
+    by_nucleus = tmp_path / "by_nucleus"
+    CaptureDaemon(CaptureConfig.model_validate({
+        "capture": {"model": "cbam_cnn_int8", "source": str(clip_path)},
+        "cellfinder": {"window": "nucleus"}}), by_nucleus).run()
+    with ResultStore.existing(by_nucleus) as store:
+        assert store.session()["red_cell_px"] is None

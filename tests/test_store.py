@@ -106,3 +106,26 @@ def test_readers_never_create_a_database(tmp_path):
     with pytest.raises(StorageError, match="no results in"):
         ResultStore.existing(tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_database_of_the_previous_schema_gains_the_red_cell_columns_and_keeps_its_rows(
+        tmp_path):
+    from edgehemo.store.schema import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "edgehemo.db")
+    for number, migration in enumerate(MIGRATIONS[:2], start=1):  # as edgehemo left it before
+        db.executescript(migration)
+        db.execute(f"PRAGMA user_version = {number}")
+    db.execute("INSERT INTO sessions (uid, started_at, status, source, model, model_sha256, "
+               "backend, classes, settings) VALUES ('old', 'then', 'finished', 's', 'm', 'x', "
+               "'cpu', '[\"a\"]', '{}')")
+    db.commit()
+    db.close()
+    with ResultStore.in_dir(tmp_path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        old = store.session("old")
+        assert old["red_cell_px"] is None and old["red_cells_measured"] is None
+        session_id, uid = store.start_session(INFO)
+        store.record_red_cells(session_id, 88.614, 107)
+        assert (store.session(uid)["red_cell_px"], store.session(uid)["red_cells_measured"]) == (
+            88.61, 107)

@@ -205,6 +205,12 @@ class ResultStore:
                 (status, reason, now_iso(), session_id),
             )
 
+    def record_red_cells(self, session_id: int, diameter_px: float, measured: int) -> None:
+        """The session's red-cell diameter in frame pixels and how many red cells gave it."""
+        with self._transaction() as db:
+            db.execute("UPDATE sessions SET red_cell_px = ?, red_cells_measured = ? WHERE id = ?",
+                       (round(diameter_px, 2), measured, session_id))
+
     def mark_interrupted(self) -> int:
         """Sessions left 'running' by a process that died (power cut, kill): 'interrupted'."""
         with self._transaction() as db:

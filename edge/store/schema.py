@@ -82,6 +82,11 @@ MIGRATIONS: tuple[str, ...] = (
         note TEXT
     );
     """,
+    # 3: the session's magnification, as its lone red cells measured it (edgehemo.ruler)
+    """
+    ALTER TABLE sessions ADD COLUMN red_cell_px REAL;
+    ALTER TABLE sessions ADD COLUMN red_cells_measured INTEGER;
+    """,
 )
 
 NOT_A_CELL = "not_a_cell"
