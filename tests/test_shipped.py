@@ -163,11 +163,11 @@ def test_backend_settings_are_validated():
 
 def test_the_default_model_sees_a_tight_crop_as_it_sees_the_cells_field(samples_dir):
     """A clinic may hand `classify` a tight crop of a cell instead of a PBC-like field: the
-    shipped model's auto framing widens the window around the cell, where PBC's centre square
-    would show a close-up of the nucleus."""
+    shipped model's framing (ruler, which leaves a crop without red cells to auto) widens the
+    window around the cell, where PBC's centre square would show a close-up of the nucleus."""
     classifier = Classifier.load("cbam_cnn_int8")
     spec = classifier.manifest.preprocessing
-    assert spec.framing == "auto"
+    assert spec.framing == "ruler"
     fields = [load_image(path) for path in sorted(samples_dir.glob("*/*.jpg"))]
     tight = [image[image.shape[0] // 2 - 72 : image.shape[0] // 2 + 72,
                    image.shape[1] // 2 - 72 : image.shape[1] // 2 + 72] for image in fields]
@@ -177,3 +177,27 @@ def test_the_default_model_sees_a_tight_crop_as_it_sees_the_cells_field(samples_
     on_tight_centre = classifier.backend.run(preprocess_raw(tight, centre)).argmax(1)
     agree, agree_centre = (on_tight == on_fields).mean(), (on_tight_centre == on_fields).mean()
     assert agree >= 0.75 and agree >= agree_centre + 0.25
+
+
+def test_the_default_model_sees_a_field_at_half_the_magnification_as_it_sees_the_field(
+        samples_dir):
+    """Another microscope's lower magnification (the same field, everything at half size): the
+    shipped model's ruler framing measures the smaller red cells and cuts a smaller window, where
+    auto framing keeps PBC's window and shows a small cell."""
+    cv2 = pytest.importorskip("cv2")
+    classifier = Classifier.load("cbam_cnn_int8")
+    spec = classifier.manifest.preprocessing
+    fields = [load_image(path) for path in sorted(samples_dir.glob("*/*.jpg"))]
+    wide = []
+    for image in fields:
+        height, width = image.shape[:2]
+        half = cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+        top, left = (height - half.shape[0]) // 2, (width - half.shape[1]) // 2
+        wide.append(cv2.copyMakeBorder(half, top, height - half.shape[0] - top, left,
+                                       width - half.shape[1] - left, cv2.BORDER_REFLECT_101))
+    on_fields = classifier.predict_raw(fields).argmax(1)
+    on_wide = classifier.predict_raw(wide).argmax(1)
+    auto = spec.model_copy(update={"framing": "auto"})
+    on_wide_auto = classifier.backend.run(preprocess_raw(wide, auto)).argmax(1)
+    agree, agree_auto = (on_wide == on_fields).mean(), (on_wide_auto == on_fields).mean()
+    assert agree >= 0.8 and agree >= agree_auto + 0.2
