@@ -37,6 +37,7 @@ from bench_robustness import (
     Predict,
     bccd_box_crops,
     bccd_frames,
+    box_rows,
     cut_boxes,
     frame_raw,
 )
@@ -59,26 +60,46 @@ def labelled_crops(bccd: Path, labels: Path = LABELS) -> tuple[list[np.ndarray],
     return cut_boxes(bccd, rows), [row["label"] for row in rows]
 
 
-def ruler_framed(bccd: Path, rows: list[dict[str, str]], red_cell: float,
-                 model: Model) -> np.ndarray:
-    """Each row's cell cut from its frame by the model's training window in red-cell diameters
-    (`red_cell` pixels each), centred on the nucleus found in its box (RGB, the model's size)."""
-    cv2, size = opencv(), model.spec.input_size
-    side = round(pbc_window_side(model.spec.crop_fraction, red_cell))
+def site_red_cell(bccd: Path) -> tuple[float, int]:
+    """BCCD's red-cell diameter pooled over all its frames (as a capture session pools them)."""
+    red_cell, measured = pooled_diameter(
+        np.ascontiguousarray(frame[..., ::-1]) for frame in bccd_frames(bccd))
+    if red_cell is None:
+        raise SystemExit(f"{bccd}: no lone red cell in BCCD's frames")
+    return red_cell, measured
+
+
+def ruler_cuts(bccd: Path, rows: list[dict[str, str]], side: float) -> list[np.ndarray]:
+    """Each row's cell cut from its frame (BGR) by a square of `side` pixels centred on the
+    nucleus found in its box (the box centre where none is)."""
     frames: dict[str, np.ndarray] = {}
     out = []
     for row in rows:
         if row["image"] not in frames:
-            frames[row["image"]] = cv2.imread(str(bccd / "JPEGImages" / row["image"]))[..., ::-1]
+            frame = opencv().imread(str(bccd / "JPEGImages" / row["image"]))
+            if frame is None:
+                raise FileNotFoundError(f"{bccd / 'JPEGImages' / row['image']}: not readable")
+            frames[row["image"]] = frame
         frame = frames[row["image"]]
         x0, y0, x1, y1 = (int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
-        nucleus = locate_nucleus(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+        nucleus = locate_nucleus(np.ascontiguousarray(frame[y0:y1, x0:x1, ::-1]))
         cx, cy = ((x0 + x1) / 2, (y0 + y1) / 2) if nucleus is None else (
             x0 + nucleus.cx, y0 + nucleus.cy)
-        left, top = round(cx - side / 2), round(cy - side / 2)
-        cut = window(np.ascontiguousarray(frame), (left, top, left + side, top + side))
-        out.append(cv2.resize(cut, (size, size), interpolation=cv2.INTER_AREA))
-    return np.stack(out)
+        size = round(side)
+        left, top = round(cx - size / 2), round(cy - size / 2)
+        out.append(window(frame, (left, top, left + size, top + size)))
+    return out
+
+
+def ruler_framed(bccd: Path, rows: list[dict[str, str]], red_cell: float,
+                 model: Model) -> np.ndarray:
+    """Each row's cell as the capture daemon frames it on a site whose red cells measure
+    `red_cell`: the model's training window in red-cell diameters, cut from the frame around
+    the nucleus (RGB, the model's size)."""
+    cv2, size = opencv(), model.spec.input_size
+    cuts = ruler_cuts(bccd, rows, pbc_window_side(model.spec.crop_fraction, red_cell))
+    return np.stack([cv2.resize(np.ascontiguousarray(cut[..., ::-1]), (size, size),
+                                interpolation=cv2.INTER_AREA) for cut in cuts])
 
 
 def around_nucleus(crop_bgr: np.ndarray, ratio: float, model: Model) -> np.ndarray:
@@ -121,7 +142,8 @@ def main() -> None:
     parser.add_argument("--adapt-bn", action="store_true",
                         help="also score each torch model after re-estimating its BatchNorm "
                              "statistics on all 372 boxed BCCD cells, labels unused "
-                             "(what `edgehemo adapt` does with a site's crops)")
+                             "(what `edgehemo adapt` does with a site's crops); with --ruler "
+                             "also on those cells cut by the ruler")
     parser.add_argument("--nucleus-window", type=float, nargs="+", default=[], metavar="R",
                         help="also score each model on windows of R nucleus extents")
     parser.add_argument("--ruler", action="store_true",
@@ -140,12 +162,10 @@ def main() -> None:
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 3) + "---|"]
     baseline = counts.most_common(1)[0]
     site = bccd_box_crops(args.bccd) if args.adapt_bn else []
+    white_rows = box_rows(args.bccd) if args.adapt_bn and args.ruler else []
     red_cell = None
     if args.ruler:
-        red_cell, measured = pooled_diameter(
-            np.ascontiguousarray(frame[..., ::-1]) for frame in bccd_frames(args.bccd))
-        if red_cell is None:
-            raise SystemExit("--ruler: no lone red cell in BCCD's frames")
+        red_cell, measured = site_red_cell(args.bccd)
         print(f"BCCD red-cell diameter: {red_cell:.1f} px (median of {measured} lone red cells)")
     for name in args.models:
         model = Model(name)
@@ -157,6 +177,11 @@ def main() -> None:
         runs += [(model.name, None, ratio) for ratio in args.nucleus_window]
         if red_cell is not None:
             runs.append((model.name, None, "ruler"))
+            if args.adapt_bn:
+                adapted = model.adapted(ruler_framed(args.bccd, white_rows, red_cell, model))
+                if adapted is not None:
+                    runs.append((f"{model.name} + BatchNorm re-estimated on BCCD", adapted,
+                                 "ruler"))
         for label, predict, ratio in runs:
             if ratio == "ruler":
                 framed = ruler_framed(args.bccd, labelled_rows(), red_cell, model)

@@ -6,7 +6,9 @@ compare accuracy on that site and on the shared test split, before and after.
 The new site is the PBC validation images (pbc_jpeg_subset/val, 50 per class) re-stained to the
 colours of another lab (BCCD, Reinhard transfer: the hardest shift of bench_robustness.py), or
 with `--site bccd` another lab's own cells: BCCD's white cells with a developer's type label
-(bench/data/bccd_wbc_types.csv; the classes with more than `--per-class` cells).
+(bench/data/bccd_wbc_types.csv; the classes with more than `--per-class` cells), cut at their
+boxes or, with `--ruler`, from their frames as the capture daemon saves them on a site whose red
+cells it has measured.
 `--per-class` of them per class are the site's labelled crops; the others score the site
 (accuracy, and balanced accuracy: the mean of the per-class recalls). The
 fine-tune is the real command: `edgehemo train MODEL --finetune --data SITE --replay NPZ`.
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from bench_bccd_types import labelled_crops
+from bench_bccd_types import labelled_crops, labelled_rows, ruler_cuts, site_red_cell
 from bench_robustness import (
     SHARED,
     Model,
@@ -37,6 +39,7 @@ from bench_robustness import (
 
 from edgehemo.datasets import load_dataset
 from edgehemo.device.cellfinder import CellFinder, cut_crops
+from edgehemo.ruler import pbc_window_side
 
 
 def site_accuracy(model: Model, images: list[np.ndarray], labels: np.ndarray
@@ -56,13 +59,25 @@ def restained_site() -> tuple[list[np.ndarray], np.ndarray, list[str], str]:
             "PBC val re-stained to BCCD colours")
 
 
-def bccd_site(classes: list[str], per_class: int
+def bccd_site(classes: list[str], per_class: int, ruler_crop_fraction: float | None = None
               ) -> tuple[list[np.ndarray], np.ndarray, list[str], str]:
-    crops, names = labelled_crops(SHARED / "bccd")
+    """The labelled BCCD cells cut at their boxes, or, with `ruler_crop_fraction`, cut from
+    their frames as the capture daemon saves them on a site of measured magnification: a field
+    whose centre `ruler_crop_fraction` is the model's training window in red-cell diameters."""
+    bccd = SHARED / "bccd"
+    if ruler_crop_fraction is None:
+        crops, names = labelled_crops(bccd)
+        cut = "cut at their boxes"
+    else:
+        rows = labelled_rows()
+        red_cell, _ = site_red_cell(bccd)
+        side = pbc_window_side(ruler_crop_fraction, red_cell) / ruler_crop_fraction
+        crops, names = ruler_cuts(bccd, rows, side), [row["label"] for row in rows]
+        cut = f"cut from the frames at the site's red-cell size ({red_cell:.1f} px)"
     kept = {n for n in set(names) if names.count(n) > per_class}
     pairs = [(crop, classes.index(n)) for crop, n in zip(crops, names, strict=True) if n in kept]
     return ([c for c, _ in pairs], np.array([label for _, label in pairs]), classes,
-            f"BCCD cells labelled by the developers ({', '.join(sorted(kept))})")
+            f"BCCD cells labelled by the developers ({', '.join(sorted(kept))}), {cut}")
 
 
 def test_accuracy(model: Model, npz: Path) -> float:
@@ -82,12 +97,20 @@ def main() -> None:
     parser.add_argument("--site", choices=("restained", "bccd"), default="restained",
                         help="restained: PBC val re-stained to BCCD colours; bccd: BCCD's "
                              "white cells with a developer's type label")
+    parser.add_argument("--ruler", action="store_true",
+                        help="with --site bccd: the cells cut from their frames as the capture "
+                             "daemon saves them at the site's measured red-cell size, instead "
+                             "of at their boxes")
     parser.add_argument("--adapt-bn", action="store_true",
                         help="re-estimate BatchNorm on the unlabelled site images first")
     args = parser.parse_args()
     before = Model(args.model)
+    if args.ruler and args.site != "bccd":
+        parser.error("--ruler needs --site bccd")
     if args.site == "bccd":
-        site, labels, classes, described = bccd_site(list(before.classes), args.per_class)
+        site, labels, classes, described = bccd_site(
+            list(before.classes), args.per_class,
+            before.spec.crop_fraction if args.ruler else None)
     else:
         site, labels, classes, described = restained_site()
     rng = np.random.default_rng(args.seed)

@@ -8,17 +8,20 @@ another lab (BCCD, Reinhard transfer in LAB), a stain shift in optical-density s
 balance, exposure, defocus, JPEG, sensor noise, and magnification (the cell smaller or larger in
 the crop), and the crop a user hands over (wide with the cell small, tight with the cell touching
 the border, off-centre). Each model frames the shifted image with its own preprocessing (centre,
-auto or cell framing). Accuracy per shift and the share of crops the manifest's colour reference
-calls unfamiliar.
+auto, cell or ruler framing). Accuracy per shift and the share of crops the manifest's colour
+reference calls unfamiliar.
 
 Part 2 - BCCD full-field frames (another lab, no cell-type labels): cells found by the cell
-finder, then the predicted class mix, mean confidence, low-confidence and unfamiliar shares, and
-stability (the same frame shifted by 3 pixels and JPEG re-encoded: same class for the same cell?).
-Then BCCD's annotated white cells cut at their boxes (tight crops) through each model's framing.
+finder and framed as the capture daemon frames them (a window of the model's training window in
+red-cell diameters, BCCD's red cells pooled over its frames as a session pools them; a model whose
+framing is not ruler gets the finder's nucleus window), then the predicted class mix, mean
+confidence, low-confidence and unfamiliar shares, and stability (the same frame shifted by 3
+pixels and JPEG re-encoded: same class for the same cell?). Then BCCD's annotated white cells
+cut at their boxes (tight crops) through each model's framing.
 
 Models are exported artifacts run through the device runtime (NAME or NAME:BACKEND, e.g.
 cbam_cnn_int8:tflite) or torch weights (a shipped name or a .pt checkpoint); NAME@FRAMING
-(centre, auto, cell) frames the raw images another way than the model's card says.
+(centre, auto, cell, ruler) frames the raw images another way than the model's card says.
 `--adapt-bn` adds, for torch models, the accuracy after re-estimating BatchNorm statistics on the
 shifted images themselves (unlabelled, as `edgehemo adapt` does with a site's crops).
 Validation only: the test split is not read here.
@@ -36,10 +39,11 @@ import cv2
 import numpy as np
 
 from edgehemo.datasets import image_files
-from edgehemo.device.cellfinder import CellFinder, cut_crops
+from edgehemo.device.cellfinder import CellFinder, cut_crops, with_window
 from edgehemo.models import is_artifact_name
 from edgehemo.ood import ColourReference
 from edgehemo.preprocess import PreprocessSpec, crop_and_resize, normalize
+from edgehemo.ruler import pbc_window_side, pooled_diameter
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -232,13 +236,17 @@ def cut_boxes(root: Path, rows: list[dict[str, str]]) -> list[np.ndarray]:
     return crops
 
 
+def box_rows(root: Path) -> list[dict[str, str]]:
+    """BCCD's annotated white-cell boxes (rows of boxes.csv), empty ones left out."""
+    with open(root / "boxes.csv", newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row["label"] == "WBC"
+                and int(row["xmax"]) > int(row["xmin"]) and int(row["ymax"]) > int(row["ymin"])]
+
+
 def bccd_box_crops(root: Path) -> list[np.ndarray]:
     """Each annotated white cell of BCCD cut at its box: the tight single-cell crop a user of
     another lab would hand to `classify` (BGR)."""
-    with open(root / "boxes.csv", newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["label"] == "WBC"
-                and int(row["xmax"]) > int(row["xmin"]) and int(row["ymax"]) > int(row["ymin"])]
-    return cut_boxes(root, rows)
+    return cut_boxes(root, box_rows(root))
 
 
 def main() -> None:
@@ -302,13 +310,19 @@ def main() -> None:
                   "stable under 3 px shift + JPEG |", "|---|---|---:|---:|---:|---:|"]
         moved = [jpeg(80)(cv2.warpAffine(f, np.float32([[1, 0, 3], [0, 1, 3]]), f.shape[1::-1],
                                          borderMode=cv2.BORDER_REPLICATE)) for f in frames]
+        red_cell, _ = pooled_diameter(np.ascontiguousarray(f[..., ::-1]) for f in frames)
         for model in models:
             size = model.spec.input_size
+            side = (pbc_window_side(model.spec.crop_fraction, red_cell)
+                    if red_cell and model.spec.framing == "ruler" else None)
             crops, again = [], []
             for frame, other in zip(frames, moved, strict=True):
                 found, found2 = finder.find(frame), finder.find(other)
                 if len(found) != len(found2) or not found:
                     continue
+                if side is not None:
+                    found = [with_window(cell, side) for cell in found]
+                    found2 = [with_window(cell, side) for cell in found2]
                 crops.append(cut_crops(frame, found, size))
                 again.append(cut_crops(other, found2, size))
             crops_all, again_all = np.concatenate(crops), np.concatenate(again)

@@ -9,7 +9,8 @@
   the magnification?);
 - BCCD (another lab's 640x480 frames): its pooled diameter, how many frames have a lone red cell
   at all, and the per-frame figure against the median of BCCD's annotated red-cell boxes (boxes
-  are drawn loosely and around overlapping cells, so they read larger).
+  are drawn loosely and around overlapping cells, so they read larger); and what measuring costs
+  per frame against the cell finder, in the same run.
 
 Needs ../shared/data (pbc_jpeg_subset, bccd).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import numpy as np
 from bench_robustness import SHARED, rescaled
 
 from edgehemo.datasets import image_files
+from edgehemo.device.cellfinder import CellFinder
 from edgehemo.ruler import MIN_RED_CELLS, red_cell_diameters
 
 
@@ -94,6 +97,22 @@ def main() -> None:
                      f"{len(pooled)} cells, pooled median diameter **{np.median(pooled):.1f} px** "
                      f"(x{np.median(pooled) / median:.3f} PBC's); per frame / median annotated "
                      f"red-cell box {r50:.2f} ({r10:.2f}-{r90:.2f})")
+        frames_bgr = [cv2.imread(str(args.bccd / "JPEGImages" / name)) for name in frames[:100]]
+        finder = CellFinder()
+        ruler_ms, finder_ms = [], []
+        for _ in range(3):  # alternating rounds: the machine's noise hits both alike
+            start = time.perf_counter()
+            for frame in frames_bgr:
+                red_cell_diameters(np.ascontiguousarray(frame[..., ::-1]))
+            ruler_ms.append((time.perf_counter() - start) * 1000 / len(frames_bgr))
+            start = time.perf_counter()
+            for frame in frames_bgr:
+                finder.find(frame)
+            finder_ms.append((time.perf_counter() - start) * 1000 / len(frames_bgr))
+        ruler, found = float(np.median(ruler_ms)), float(np.median(finder_ms))
+        lines.append(f"- cost, 1 thread, 100 BCCD frames (640x480), median of 3 rounds: measuring "
+                     f"a frame's red cells {ruler:.2f} ms, the cell finder {found:.2f} ms "
+                     f"(x{ruler / found:.1f}); a session measures only until its figure is fixed")
     text = "\n".join(lines)
     print(text)
     if args.out:

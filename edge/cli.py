@@ -144,9 +144,10 @@ def train(
     framing: Annotated[
         str, typer.Option(help="How raw images are framed: centre (PBC's centre square), auto "
                           "(that square unless the crop is clearly cut otherwise: tight or "
-                          "off-centre), or cell (always around the white cell; npz crops are "
+                          "off-centre), cell (always around the white cell; npz crops are "
                           "then also seen that way half the time, so the model takes crops of "
-                          "any framing).")
+                          "any framing), or ruler (the training window in red-cell diameters "
+                          "where the image's red cells give the magnification, else auto).")
     ] = "centre",
     bf16: Annotated[
         bool, typer.Option(help="bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX).")
