@@ -88,8 +88,10 @@ class Classifier:
             return np.zeros((0, len(self.manifest.classes)), dtype=np.float32)
         return np.concatenate(out)
 
-    def predict_raw(self, images: list[np.ndarray]) -> np.ndarray:
-        """Probabilities for raw RGB images of any size, framed by the manifest's preprocessing."""
+    def predict_raw(self, images: list[np.ndarray], red_cell: float | None = None) -> np.ndarray:
+        """Probabilities for raw RGB images of any size, framed by the manifest's preprocessing;
+        `red_cell`: the images' red-cell diameter in pixels, if known (ruler framing)."""
         if not images:
             return np.zeros((0, len(self.manifest.classes)), dtype=np.float32)
-        return softmax(self.backend.run(preprocess_raw(images, self.manifest.preprocessing)))
+        return softmax(self.backend.run(
+            preprocess_raw(images, self.manifest.preprocessing, red_cell)))

@@ -46,8 +46,16 @@ def walk(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def classify_paths(classifier: Classifier, paths: Iterable[Path], *, top_k: int = 3,
-                   batch_size: int = 32) -> ClassifyResult:
-    """Predictions for every readable image; unreadable files are skipped with the reason."""
+                   batch_size: int = 32, red_cell: float | None = None) -> ClassifyResult:
+    """Predictions for every readable image; unreadable files are skipped with the reason.
+    `red_cell`: the images' red-cell diameter in pixels, when known for the microscope; needs a
+    model that frames with the ruler."""
+    framing = classifier.manifest.preprocessing.framing
+    if red_cell is not None and (red_cell <= 0 or framing != "ruler"):
+        raise ValueError(
+            f"a red-cell diameter must be positive, got {red_cell}" if red_cell <= 0 else
+            f"{classifier.manifest.name} frames raw images with {framing!r}, not 'ruler': a "
+            "red-cell diameter would not be used")
     result = ClassifyResult()
     classes = classifier.manifest.classes
     k = max(1, min(top_k, len(classes)))
@@ -56,7 +64,7 @@ def classify_paths(classifier: Classifier, paths: Iterable[Path], *, top_k: int 
     def flush() -> None:
         if not pending:
             return
-        probabilities = classifier.predict_raw([image for _, image in pending])
+        probabilities = classifier.predict_raw([image for _, image in pending], red_cell)
         for (path, _), row in zip(pending, probabilities, strict=True):
             order = np.argsort(row)[::-1][:k]
             result.predictions.append(Prediction(

@@ -360,6 +360,12 @@ def classify(
     threads: Annotated[int, typer.Option(help="Runtime threads (0: runtime's default).")] = 0,
     backend_option: BackendOptions = None,
     top_k: Annotated[int, typer.Option(help="How many classes to list per image.")] = 3,
+    red_cell_px: Annotated[
+        float | None, typer.Option(help="The images' red-cell diameter in pixels, if known for "
+                                   "this microscope (e.g. a capture session's red_cell_px): "
+                                   "cells are framed at the training magnification even in "
+                                   "crops without lone red cells (ruler framing).")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
@@ -372,7 +378,7 @@ def classify(
         raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
     classifier = Classifier.load(model, backend=backend,
                                  settings=_backend_settings(threads, backend_option))
-    result = classify_paths(classifier, paths, top_k=top_k)
+    result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px)
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {path}: {reason}")
     if json_output:

@@ -1,5 +1,10 @@
 """The weights and artifacts the package ships: integrity, and the accuracy their cards claim."""
 
+import json
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 from conftest import SHARED_JPEG, SHARED_NPZ, requires_shared_jpeg, requires_shared_npz
 
@@ -130,10 +135,6 @@ def test_edgetpu_backend_refuses_uncompiled_and_explains_missing_runtime(tmp_pat
 
 
 def test_benchmark_measures_every_format_and_gates_on_accuracy(samples_dir, tmp_path):
-    import json
-    import subprocess
-    import sys
-
     from edgehemo.export.benchmark import benchmark, to_markdown
 
     rows = benchmark("cbam_cnn", data=samples_dir, repeats=3, batch_sizes=[1, 4])
@@ -201,3 +202,35 @@ def test_the_default_model_sees_a_field_at_half_the_magnification_as_it_sees_the
     on_wide_auto = classifier.backend.run(preprocess_raw(wide, auto)).argmax(1)
     agree, agree_auto = (on_wide == on_fields).mean(), (on_wide_auto == on_fields).mean()
     assert agree >= 0.8 and agree >= agree_auto + 0.2
+
+
+def test_a_known_red_cell_size_frames_crops_that_hold_no_red_cell(samples_dir, tmp_path):
+    """A clinic that knows its microscope's red-cell size (a capture session records it) hands
+    `classify` tight crops: they are framed by the ruler, the window around the nucleus."""
+    cv2 = pytest.importorskip("cv2")
+    from edgehemo.framing import locate_nucleus, window
+    from edgehemo.preprocess import crop_and_resize
+    from edgehemo.ruler import pbc_window_side, red_cell_diameters
+
+    classifier = Classifier.load("cbam_cnn_int8")
+    spec = classifier.manifest.preprocessing
+    image = load_image(next(samples_dir.glob("lymphocyte/*.jpg")))
+    half = cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    tight = np.ascontiguousarray(half[40:140, 40:140])
+    assert red_cell_diameters(tight) == []  # no ruler of its own
+    nucleus = locate_nucleus(tight)
+    side = round(pbc_window_side(spec.crop_fraction, 36.0))
+    x0, y0 = round(nucleus.cx - side / 2), round(nucleus.cy - side / 2)
+    expected = cv2.resize(window(tight, (x0, y0, x0 + side, y0 + side)), (64, 64),
+                          interpolation=cv2.INTER_AREA)
+    assert np.array_equal(crop_and_resize(tight, spec, red_cell=36.0), expected)
+    assert not np.array_equal(crop_and_resize(tight, spec), expected)
+
+    path = tmp_path / "tight.png"
+    cv2.imwrite(str(path), tight[..., ::-1])
+    cli = [sys.executable, "-m", "edgehemo.cli", "classify", str(path), "--json"]
+    given = subprocess.run([*cli, "--red-cell-px", "36"], capture_output=True, text=True)
+    assert given.returncode == 0 and json.loads(given.stdout)[0]["path"] == str(path)
+    other = subprocess.run([*cli, "--red-cell-px", "36", "--model", "hemonet_gap_int8"],
+                           capture_output=True, text=True)
+    assert other.returncode == 2 and "not 'ruler'" in other.stderr
