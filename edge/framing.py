@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgehemo.preprocess import opencv
+from edgehemo.preprocess import opencv, shrunk
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels, x1/y1 exclusive
 
@@ -66,13 +66,7 @@ def locate_nucleus(image_rgb: np.ndarray) -> Nucleus | None:
     """The white cell's nucleus nearest the image centre (the largest stained component,
     weighted by closeness; the closing joins a nucleus's lobes); None where none is seen."""
     cv2 = opencv()
-    height, width = image_rgb.shape[:2]
-    scale = min(1.0, WORK_SIDE / min(height, width))
-    small = (
-        cv2.resize(image_rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
-                   interpolation=cv2.INTER_AREA)
-        if scale < 1 else image_rgb
-    )
+    small, scale = shrunk(image_rgb, WORK_SIDE)
     stain = cv2.subtract(np.ascontiguousarray(small[..., 2]), np.ascontiguousarray(small[..., 1]))
     otsu, _ = cv2.threshold(stain, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     _, mask = cv2.threshold(stain, max(otsu, MIN_STAIN), 1, cv2.THRESH_BINARY)

@@ -89,6 +89,18 @@ def load_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def shrunk(image: np.ndarray, shorter_side: int) -> tuple[np.ndarray, float]:
+    """`image` area-resized so that its shorter side is at most `shorter_side` pixels (a fast
+    working copy for measuring), and the scale applied (1.0: unchanged)."""
+    cv2 = opencv()
+    height, width = image.shape[:2]
+    scale = min(1.0, shorter_side / min(height, width))
+    if scale == 1.0:
+        return image, scale
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
 def centre_square(height: int, width: int, crop_fraction: float) -> tuple[int, int, int]:
     """(top, left, side) of the centred square that is `crop_fraction` of the shorter side."""
     side = max(1, round(crop_fraction * min(height, width)))

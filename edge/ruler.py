@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from edgehemo.preprocess import opencv
+from edgehemo.preprocess import opencv, shrunk
 
 # Red-cell diameter on PBC's 360x363 fields, in pixels: the median over the shared PBC training
 # fields (`python bench/bench_ruler.py`, 2,400 fields). Models trained on PBC see a window of
@@ -52,13 +52,7 @@ def red_cell_diameters(image_rgb: np.ndarray) -> list[float]:
         raise ValueError(
             f"expected an RGB uint8 image (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}"
         )
-    height, width = image_rgb.shape[:2]
-    scale = min(1.0, WORK_SIDE / min(height, width))
-    small = (
-        cv2.resize(image_rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
-                   interpolation=cv2.INTER_AREA)
-        if scale < 1 else image_rgb
-    )
+    small, scale = shrunk(image_rgb, WORK_SIDE)
     small = cv2.GaussianBlur(small, (3, 3), 0)
     green = np.ascontiguousarray(small[..., 1])
     nucleus = cv2.subtract(np.ascontiguousarray(small[..., 2]), green) > NUCLEUS_STAIN
