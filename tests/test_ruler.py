@@ -111,3 +111,30 @@ def test_a_session_ruler_pools_frames_then_stops_measuring():
         RedCellRuler(enough=0)
     with pytest.raises(ValueError, match="positive"):
         RedCellRuler(known=-3.0)
+
+
+def test_the_magnification_command_measures_a_microscope_from_its_fields(clip_frames, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cv2 = opencv()
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for index, frame in enumerate(clip_frames):
+        cv2.imwrite(str(fields / f"{index:02d}.png"), frame)
+    (fields / "notes.txt").write_text("not an image")
+    command = [sys.executable, "-m", "edgehemo.cli", "magnification"]
+    measured = subprocess.run([*command, str(fields), "--json"], capture_output=True, text=True)
+    assert measured.returncode == 0 and "notes.txt" in measured.stderr + measured.stdout
+    result = json.loads(measured.stdout[measured.stdout.index("{"):])
+    # the clip is six BCCD fields; BCCD's red cells measure 88.6 px pooled over all its frames
+    assert 80 < result["red_cell_px"] < 100 and result["images"] == len(clip_frames)
+    assert 0 < result["images_with_red_cells"] < result["images"]
+    assert result["scale_vs_training"] == round(result["red_cell_px"] / PBC_RED_CELL_DIAMETER, 3)
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    cv2.imwrite(str(plain / "blank.png"), np.full((200, 200, 3), 230, dtype=np.uint8))
+    empty = subprocess.run([*command, str(plain)], capture_output=True, text=True)
+    assert empty.returncode == 2 and "no lone red cell in the 1 image(s)" in empty.stderr
