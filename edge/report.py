@@ -15,6 +15,7 @@ from typing import Any
 from edgehemo.classes import attention_reason, is_white_cell
 from edgehemo.errors import EdgehemoError
 from edgehemo.ood import UNFAMILIAR, session_looks_unfamiliar, unfamiliar_warning
+from edgehemo.results import magnification_line
 from edgehemo.store.schema import NOT_A_CELL
 
 DISCLAIMER = (
@@ -65,17 +66,6 @@ def _bar_chart(counts: dict[str, int]) -> str:
             f'width="100%" style="max-width:{width}px">{"".join(bars)}</svg>')
 
 
-def _magnification(session: dict[str, Any]) -> str:
-    """What the session's red cells said of the magnification the cells were framed at."""
-    red_cell = session.get("red_cell_px")
-    if red_cell is None:
-        return "not measured (cells framed by their nucleus size)"
-    measured = session.get("red_cells_measured") or 0
-    source = f"from {measured} lone red cells" if measured else "set for this microscope"
-    return (f"red cells {red_cell:.1f} px across ({source}); cells framed at the model's "
-            "training magnification")
-
-
 def render_report(session: dict[str, Any], state_dir: Path,
                   overlays: dict[int, bytes] | None = None) -> str:
     """The report of one session (the dict from `edgehemo.results.session_results`), with
@@ -109,9 +99,10 @@ def render_report(session: dict[str, Any], state_dir: Path,
         ("Operator", session["operator"] or "-"), ("Notes", session["notes"] or "-"),
         ("Model", f"{session['model']} (sha256 {session['model_sha256'][:12]}…)"),
         ("Backend", session["backend"]), ("Source", session["source"]),
-        ("Magnification", _magnification(session)),
         ("Review", review_line),
     ]
+    if session.get("unit") != "field":
+        meta.insert(-1, ("Magnification", magnification_line(session)))
     parts.append("<table class='meta'>" + "".join(
         f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in meta) + "</table>")
     parts.append("<h2>Differential count</h2>")

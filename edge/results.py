@@ -92,6 +92,17 @@ def to_csv(results: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
+def magnification_line(session: dict[str, Any]) -> str:
+    """What the session's red cells said of the magnification its cells were framed at."""
+    red_cell = session.get("red_cell_px")
+    if red_cell is None:
+        return "not measured (cells framed by their nucleus size)"
+    measured = session.get("red_cells_measured") or 0
+    source = f"from {measured} lone red cells" if measured else "set for this microscope"
+    return (f"red cells {red_cell:.1f} px across ({source}); cells framed at the model's "
+            "training magnification")
+
+
 def differential_lines(session: dict[str, Any]) -> list[str]:
     """The count as a person reads it: one line per class, white cells first."""
     counts, white = session["counts"], session["white_cells"]
@@ -100,6 +111,8 @@ def differential_lines(session: dict[str, Any]) -> list[str]:
     frames = session["frames"]
     rejected = ", ".join(f"{n} {why}" for why, n in sorted(frames["rejected"].items())) or "none"
     lines.append(f"frames kept {frames['kept']}, rejected: {rejected}")
+    if session.get("unit") != "field":
+        lines.append(f"magnification: {magnification_line(session)}")
     if session.get("unit") == "field":
         lines.append("whole-frame model: each count below is one field of view, not one cell")
     lines.append(f"{'class':<24}{'count':>7}{'%':>8}")

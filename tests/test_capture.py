@@ -371,7 +371,9 @@ def test_the_session_records_what_its_red_cells_measured(tmp_path, clip_path):
     assert 80 < session["red_cell_px"] < 100
     assert read_status(state)["red_cell_px"] == round(session["red_cell_px"], 1)
     run_cli("report", "--state-dir", state, "--out", tmp_path / "r.html")
-    assert f"red cells {session['red_cell_px']:.1f} px across" in (tmp_path / "r.html").read_text()
+    line = f"red cells {session['red_cell_px']:.1f} px across (from {summary.red_cells_measured}"
+    assert line in (tmp_path / "r.html").read_text()
+    assert f"magnification: {line}" in run_cli("results", "--state-dir", state).stdout
 
     by_nucleus = tmp_path / "by_nucleus"
     CaptureDaemon(CaptureConfig.model_validate({
