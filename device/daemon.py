@@ -166,9 +166,9 @@ class CaptureDaemon:
                         manifest.name)
         else:
             finder = CellFinder(self.config.cellfinder)
-            found = self.config.cellfinder
-            if found.window == "red_cells":
-                ruler = RedCellRuler(found.red_cells_to_measure, known=found.red_cell_px)
+            settings = self.config.cellfinder
+            if settings.window == "red_cells":
+                ruler = RedCellRuler(settings.red_cells_to_measure, known=settings.red_cell_px)
         store = ResultStore.in_dir(self.state_dir)
         _remove_partial_files(self.state_dir / "crops")
         interrupted = store.mark_interrupted()

@@ -10,9 +10,9 @@ it shows every nucleus at the same size, a small lymphocyte as large as a neutro
 Only red cells that stand alone are measured: the cell (haemoglobin absorbs green) as an outer
 contour, so a pale centre does not split it, that is round and convex (no clump of overlapping
 cells, no cell cut by the border), holds no stained nucleus (no white cell) and is at least half
-as wide as the widest such cell (not a platelet). The diameter is
-that of the circle of the same area; a field's figure is the median over its red cells. Dense
-fields may have none alone: a session pools its frames (`RedCellRuler`). numpy and OpenCV only.
+as wide as the widest such cell (not a platelet). The diameter is that of the circle of the same
+area; a field's figure is the median over its red cells. Dense fields may have none alone: a
+session pools its frames (`RedCellRuler`). numpy and OpenCV only.
 """
 
 from __future__ import annotations
@@ -84,8 +84,11 @@ def red_cell_diameters(image_rgb: np.ndarray) -> list[float]:
         if int((inside & near_nucleus).sum()) > 0.02 * area:
             continue  # a white cell
         diameters.append(2 * float(np.sqrt(area / np.pi)) / scale)
+    if not diameters:
+        return []
     # a platelet or a speck of debris is round too, but a third of a red cell or less
-    return [d for d in diameters if d >= MIN_SHARE_OF_LARGEST * max(diameters)]
+    smallest = MIN_SHARE_OF_LARGEST * max(diameters)
+    return [d for d in diameters if d >= smallest]
 
 
 def red_cell_diameter(image_rgb: np.ndarray, min_cells: int = MIN_RED_CELLS) -> float | None:

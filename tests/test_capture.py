@@ -375,6 +375,14 @@ def test_the_session_records_what_its_red_cells_measured(tmp_path, clip_path):
     assert line in (tmp_path / "r.html").read_text()
     assert f"magnification: {line}" in run_cli("results", "--state-dir", state).stdout
 
+    known = tmp_path / "known"
+    CaptureDaemon(CaptureConfig.model_validate({
+        "capture": {"model": "cbam_cnn_int8", "source": str(clip_path)},
+        "cellfinder": {"red_cell_px": 88.6}}), known).run()
+    with ResultStore.existing(known) as store:
+        assert (store.session()["red_cell_px"], store.session()["red_cells_measured"]) == (88.6, 0)
+    assert "set for this microscope" in run_cli("results", "--state-dir", known).stdout
+
     by_nucleus = tmp_path / "by_nucleus"
     CaptureDaemon(CaptureConfig.model_validate({
         "capture": {"model": "cbam_cnn_int8", "source": str(clip_path)},
