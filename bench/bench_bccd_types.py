@@ -18,7 +18,8 @@ what chooses R, so read those rows as a diagnosis, not as an accuracy.
 `--ruler` also scores each model as the capture daemon frames cells on a site with a known
 magnification: each cell cut from its frame by a window of as many red-cell diameters as the
 model's training window (edgehemo.ruler), BCCD's red-cell diameter pooled over all its frames
-(no label used; the frames' lone red cells are the ruler).
+(no label used; the frames' lone red cells are the ruler); and, for models that frame with the
+ruler, the box crops with that diameter given, as `classify --red-cell-px` frames them.
 
 Needs ../shared/data/bccd (the frames); the labels ship with the repository.
 """
@@ -43,7 +44,7 @@ from bench_robustness import (
 )
 
 from edgehemo.framing import cell_window, locate_nucleus, window
-from edgehemo.preprocess import opencv
+from edgehemo.preprocess import crop_and_resize, opencv
 from edgehemo.ruler import pbc_window_side, pooled_diameter
 
 LABELS = Path(__file__).resolve().parent / "data" / "bccd_wbc_types.csv"
@@ -177,6 +178,8 @@ def main() -> None:
         runs += [(model.name, None, ratio) for ratio in args.nucleus_window]
         if red_cell is not None:
             runs.append((model.name, None, "ruler"))
+            if model.spec.framing == "ruler":
+                runs.append((model.name, None, "ruler-boxes"))
             if args.adapt_bn:
                 adapted = model.adapted(ruler_framed(args.bccd, white_rows, red_cell, model))
                 if adapted is not None:
@@ -186,6 +189,10 @@ def main() -> None:
             if ratio == "ruler":
                 framed = ruler_framed(args.bccd, labelled_rows(), red_cell, model)
                 framing = f"ruler ({red_cell:.1f} px red cells, from the frames)"
+            elif ratio == "ruler-boxes":  # `classify --red-cell-px` on the box crops
+                framed = np.stack([crop_and_resize(np.ascontiguousarray(crop[..., ::-1]),
+                                                   model.spec, red_cell) for crop in crops])
+                framing = f"ruler ({red_cell:.1f} px red cells given, box crops)"
             else:
                 framed = framed_crops(model, crops, ratio)
                 framing = model.spec.framing if ratio is None else f"{ratio:g} x nucleus"

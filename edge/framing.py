@@ -49,6 +49,9 @@ AUTO_MAX_OFFSET = 0.25
 # PBC's own fields measure 66.7-79.6 px red cells (10th-90th percentile, bench/bench_ruler.py)
 # around 72.5, and re-centring them would only add noise.
 RULER_SAME_SCALE = 0.15
+# A red cell's diameter over a white cell's nucleus extent: ~0.36-0.9 on PBC (a 72.5 px red cell,
+# nuclei of 80-200 px); outside these bounds the "red cells" measured are something else.
+RED_CELL_PER_NUCLEUS = (0.25, 1.25)
 # A nucleus smaller than this share of the image is taken as noise, and the centre crop is used.
 MIN_NUCLEUS_SHARE = 0.002
 
@@ -117,6 +120,9 @@ def ruler_window(image_rgb: np.ndarray, crop_fraction: float,
     if abs(side / (crop_fraction * min(height, width)) - 1) <= RULER_SAME_SCALE:
         return None  # PBC's magnification: as the model was trained, the centre window
     nucleus = locate_nucleus(image_rgb)
+    if nucleus is not None and not (
+            RED_CELL_PER_NUCLEUS[0] <= red_cell / nucleus.extent <= RED_CELL_PER_NUCLEUS[1]):
+        return None  # no red cell is that size beside a white cell's nucleus: a false ruler
     centre = nucleus or Nucleus(cx=width / 2, cy=height / 2, extent=0.0)
     return _around(centre, side)
 

@@ -37,8 +37,9 @@ NUCLEUS_STAIN = 25
 # circle (an ellipse of axis ratio 0.75 passes; two touching cells, ~0.5, do not).
 MIN_SOLIDITY = 0.9
 MIN_ROUNDNESS = 0.75
-# Smaller components (at work resolution, pixels) are debris or platelets at any useful scale.
-MIN_AREA_WORK_PX = 20
+# Smaller components (at work resolution, pixels; ~10 px across) are debris or platelets at any
+# useful scale: a red cell spans 26 px there in a PBC field at half the magnification.
+MIN_AREA_WORK_PX = 80
 # Round components under this share of the largest one's diameter are platelets or debris.
 MIN_SHARE_OF_LARGEST = 0.5
 # A single image's own red cells are trusted from this many; fewer, and it has no ruler.

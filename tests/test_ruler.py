@@ -138,3 +138,14 @@ def test_the_magnification_command_measures_a_microscope_from_its_fields(clip_fr
     cv2.imwrite(str(plain / "blank.png"), np.full((200, 200, 3), 230, dtype=np.uint8))
     empty = subprocess.run([*command, str(plain)], capture_output=True, text=True)
     assert empty.returncode == 2 and "no lone red cell in the 1 image(s)" in empty.stderr
+
+
+def test_red_cells_implausibly_small_beside_the_nucleus_are_no_ruler():
+    # two lone discs a sixth of the nucleus's size: specks, not red cells, whatever their shape
+    image = field(400, [(200, 200, 60, NUCLEUS), (60, 60, 10, RED_CELL), (340, 60, 10, RED_CELL)])
+    assert red_cell_diameters(image) == pytest.approx([20, 20], rel=0.1)
+    assert ruler_window(image, RULER_SPEC.crop_fraction) is None
+    assert np.array_equal(crop_and_resize(image, RULER_SPEC), crop_and_resize(image, AUTO_SPEC))
+    plausible = field(400, [(200, 200, 60, NUCLEUS), (60, 60, 30, RED_CELL),
+                            (340, 60, 30, RED_CELL)])
+    assert ruler_window(plausible, RULER_SPEC.crop_fraction) is not None
