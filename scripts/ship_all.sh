@@ -33,15 +33,15 @@ PYTHON
 # as they are.
 # the lab-only CBAM-CNN (3 seeds), kept as weights for comparison
 $PY scripts/ship_weights.py cbam_cnn_lab runs/cbam_cnn_s0 runs/cbam_cnn_s1 runs/cbam_cnn_s2 --data "$DATA" \
-  --framing auto
+  --framing ruler
 # the default CBAM-CNN: trained for other microscopes (docs/training.md), field_hue augmentation;
 # chosen over the field recipe (runs/cbam_field_pi_s*) on another lab's labelled cells
 # (bench/bench_bccd_types.py) and the validation robustness proxy
 $PY scripts/ship_weights.py cbam_cnn runs/cbam_hue_s0 runs/cbam_hue_s1 runs/cbam_hue_s2 \
-  --data "$DATA" --framing auto \
+  --data "$DATA" --framing ruler \
   --note "Trained for other microscopes: field augmentation (stain jitter in optical-density space, white balance, exposure, blur, noise, scale) with each channel's absorbance also scaled on its own (field_hue), and per-image colour normalisation; chosen over the lab-only model (cbam_cnn_lab) and the field recipe on the validation robustness proxy (bench/bench_robustness.py) and on BCCD cells labelled by the developers (bench/bench_bccd_types.py)."
-$PY scripts/ship_weights.py se_cnn runs/se_cnn_s0 --data "$DATA" --framing auto
-$PY scripts/ship_weights.py sa_cnn runs/sa_cnn_s0 --data "$DATA" --framing auto
+$PY scripts/ship_weights.py se_cnn runs/se_cnn_s0 --data "$DATA" --framing ruler
+$PY scripts/ship_weights.py sa_cnn runs/sa_cnn_s0 --data "$DATA" --framing ruler
 for model in cbam_cnn se_cnn; do
   .venv/bin/edgehemo export "$model" --formats onnx,onnx-int8,tflite,tflite-int8 \
     --calibration "$DATA" --calibration-count 512 --out "runs/export_$model"

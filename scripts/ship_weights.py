@@ -7,8 +7,9 @@ card; the test split is only reported (mean, std, min, max over seeds), never us
     python scripts/ship_weights.py cbam_cnn runs/cbam_cnn_s0 runs/cbam_cnn_s1 runs/cbam_cnn_s2 \
         --data ../shared/data/pbc_bloodmnist_like_64.npz
 
-`--framing auto` records how the device frames raw single-cell images (edgehemo.framing) in the
-shipped card; an npz's crops are already framed, so the measured figures do not change.
+`--framing ruler` (or another framing) records how the device frames raw single-cell images
+(edgehemo.framing) in the shipped card; an npz's crops are already framed, so the measured
+figures do not change.
 `--compact` stores large weight matrices as int8 per row (edgehemo.train.compact; HemoNet's
 103 MB checkpoint becomes ~26 MB) and measures the shipped file again after compression.
 """
