@@ -46,7 +46,7 @@ CENTRE_SPREAD = 0.2
 AUTO_MAX_EXTENT = 1.2
 AUTO_MAX_OFFSET = 0.25
 # ruler framing leaves a window within this share of the training window's side to auto framing:
-# PBC's own fields measure 66.7-79.6 px red cells (10th-90th percentile, bench/bench_ruler.py)
+# PBC's own fields measure 66.3-80.5 px red cells (10th-90th percentile, bench/bench_ruler.py)
 # around 72.5, and re-centring them would only add noise.
 RULER_SAME_SCALE = 0.15
 # A red cell's diameter over a white cell's nucleus extent: ~0.36-0.9 on PBC (a 72.5 px red cell,

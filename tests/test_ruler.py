@@ -50,7 +50,8 @@ def test_lone_red_cells_are_measured_and_clumps_white_cells_cut_cells_and_specks
     assert len(diameters) == 2
     assert diameters == pytest.approx([60, 60], rel=0.05)
     assert red_cell_diameter(image) == pytest.approx(60, rel=0.05)
-    assert red_cell_diameter(field(400, [(80, 80, 30, RED_CELL)])) is None  # one cell: no ruler
+    assert red_cell_diameter(field(400, [(80, 80, 30, RED_CELL)])) == pytest.approx(60, rel=0.05)
+    assert red_cell_diameter(field(400, [(80, 80, 30, RED_CELL)]), min_cells=2) is None
 
 
 def test_the_ruler_follows_the_magnification_of_a_real_field(samples_dir):
