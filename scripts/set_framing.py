@@ -22,27 +22,28 @@ from edgehemo.preprocess import FRAMINGS
 
 
 def set_framing(name: str, framing: str, weights: Path) -> list[Path]:
-    """Rewrite `name`'s card and its artifacts' manifests; the files changed."""
+    """Rewrite `name`'s card and its artifacts' manifests; the files changed. Every artifact is
+    checked before anything is written, so a refused model is left as it was."""
     card_path = weights / f"{name}.json"
     card = read_card(card_path)
     if not str(card.data.get("source", "")).endswith(".npz"):
         raise SystemExit(f"{name}: measured on {card.data.get('source')!r}, not an npz: its "
                          "figures depend on the framing; train or export it again instead")
+    manifests = {path: read_manifest(path) for path in sorted(weights.glob(f"{name}_*.*.json"))
+                 if re.fullmatch(rf"{re.escape(name)}_[a-z0-9]+\.[a-z]+\.json", path.name)}
+    for manifest in manifests.values():
+        verify_artifact(weights / manifest.file, manifest)
     changed = []
     if card.preprocessing.framing != framing:
         card.preprocessing = card.preprocessing.model_copy(update={"framing": framing})
         write_card(card, card_path)
         changed.append(card_path)
-    manifests = [path for path in sorted(weights.glob(f"{name}_*.*.json"))
-                 if re.fullmatch(rf"{re.escape(name)}_[a-z0-9]+\.[a-z]+\.json", path.name)]
-    for manifest_path in manifests:
-        manifest = read_manifest(manifest_path)
-        verify_artifact(weights / manifest.file, manifest)
+    for path, manifest in manifests.items():
         if manifest.preprocessing.framing != framing:
             manifest.preprocessing = manifest.preprocessing.model_copy(
                 update={"framing": framing})
-            write_manifest(manifest, manifest_path)
-            changed.append(manifest_path)
+            write_manifest(manifest, path)
+            changed.append(path)
     return changed
 
 
