@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgehemo.preprocess import opencv, shrunk
+from edgehemo.ruler import pbc_window_side, red_cell_diameter
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels, x1/y1 exclusive
 
@@ -107,8 +108,6 @@ def ruler_window(image_rgb: np.ndarray, crop_fraction: float,
     none is found). `red_cell`: the site's red-cell diameter in this image's pixels; measured on
     the image's own lone red cells when not given. None where there is no ruler, or where it
     says the image is at the training magnification (then auto framing decides)."""
-    from edgehemo.ruler import pbc_window_side, red_cell_diameter
-
     if red_cell is None:
         red_cell = red_cell_diameter(image_rgb)
     if red_cell is None:

@@ -111,10 +111,10 @@ def differential_lines(session: dict[str, Any]) -> list[str]:
     frames = session["frames"]
     rejected = ", ".join(f"{n} {why}" for why, n in sorted(frames["rejected"].items())) or "none"
     lines.append(f"frames kept {frames['kept']}, rejected: {rejected}")
-    if session.get("unit") != "field":
-        lines.append(f"magnification: {magnification_line(session)}")
     if session.get("unit") == "field":
         lines.append("whole-frame model: each count below is one field of view, not one cell")
+    else:
+        lines.append(f"magnification: {magnification_line(session)}")
     lines.append(f"{'class':<24}{'count':>7}{'%':>8}")
     for name, n in counts.items():
         unit = "%" if is_white_cell(name) else "/100 WBC"
