@@ -4,7 +4,8 @@ benchmark times it as it is.
 
 The tracker runs before the classifier so that a cell seen in many frames of a still field is
 classified once, when it first appears. With a red-cell ruler, the finder's classifier windows are
-resized to the training magnification once the session's red cells have been measured.
+resized to the training magnification once the session's red cells have been measured; the
+ruler follows the tracker's field shift so that a red cell in many frames is measured once.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class FramePipeline:
         self.ruler = ruler
         self.crop_fraction = crop_fraction  # of the model's training fields, for the ruler
         self._track_labels: dict[int, str] = {}
+        self._ruler_fed = False  # the ruler has seen a frame the tracker has seen
 
     def process(self, frame_bgr: np.ndarray) -> FrameOutcome:
         clock = time.perf_counter
@@ -86,17 +88,13 @@ class FramePipeline:
             outcome.stage_ms["quality"] = (t1 - t0) * 1000
             return outcome
         found = self.finder.find(frame_bgr)
-        if self.ruler is not None:
-            ruler = self.ruler
-            red_cell = (ruler.diameter if ruler.diameter is not None
-                        else ruler.update(np.ascontiguousarray(frame_bgr[..., ::-1])))
-            if red_cell is not None:
-                side = pbc_window_side(self.crop_fraction, red_cell)
-                found = [with_window(cell, side) for cell in found]
         t2 = clock()
         track = self.tracker.update(frame_bgr, found)
-        fresh = [cell for cell, new in zip(found, track.new, strict=True) if new]
         t3 = clock()
+        if self.ruler is not None:  # framing, timed with the finder
+            found = self._at_ruler_scale(frame_bgr, found, track)
+        framed = clock()
+        fresh = [cell for cell, new in zip(found, track.new, strict=True) if new]
         crops = cut_crops(frame_bgr, fresh, self.input_size)
         probabilities = (
             self.predict(crops) if fresh else np.zeros((0, len(self.classes)), dtype=np.float32)
@@ -106,7 +104,7 @@ class FramePipeline:
             else np.zeros(len(fresh), dtype=bool)
         )
         t4 = clock()
-        per_cell_ms = (t4 - t3) * 1000 / max(1, len(fresh))
+        per_cell_ms = (t4 - framed) * 1000 / max(1, len(fresh))
         for cell, probs, odd in zip(fresh, probabilities, unfamiliar, strict=True):
             index = int(np.argmax(probs))
             name = self.classes[index]
@@ -125,7 +123,23 @@ class FramePipeline:
         outcome.found = found
         outcome.track = track
         outcome.stage_ms = {
-            "quality": (t1 - t0) * 1000, "find": (t2 - t1) * 1000, "track": (t3 - t2) * 1000,
-            "classify": (t4 - t3) * 1000, "count": (t5 - t4) * 1000,
+            "quality": (t1 - t0) * 1000, "find": (t2 - t1 + framed - t3) * 1000,
+            "track": (t3 - t2) * 1000, "classify": (t4 - framed) * 1000, "count": (t5 - t4) * 1000,
         }
         return outcome
+
+    def _at_ruler_scale(self, frame_bgr: np.ndarray, found: list[FoundCell],
+                        track: TrackResult) -> list[FoundCell]:
+        """`found` with windows of the training magnification, once the session's red cells
+        give it; measures this frame's red cells until the figure is fixed."""
+        assert self.ruler is not None
+        red_cell = self.ruler.diameter
+        if red_cell is None:
+            same_field = self._ruler_fed and not track.reset
+            red_cell = self.ruler.update(np.ascontiguousarray(frame_bgr[..., ::-1]),
+                                         track.shift if same_field else None)
+            self._ruler_fed = True
+        if red_cell is None:
+            return found
+        side = pbc_window_side(self.crop_fraction, red_cell)
+        return [with_window(cell, side) for cell in found]

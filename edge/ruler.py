@@ -12,12 +12,14 @@ contour, so a pale centre does not split it, that is round and convex (no clump 
 cells, no cell cut by the border), holds no stained nucleus (no white cell) and is at least half
 as wide as the widest such cell (not a platelet). The diameter is that of the circle of the same
 area; a field's figure is the median over its red cells. Dense fields may have none alone: a
-session pools its frames (`RedCellRuler`). numpy and OpenCV only.
+session pools its frames (`RedCellRuler`), counting each red cell once however many frames of a
+still field show it. numpy and OpenCV only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,8 +51,16 @@ MIN_SHARE_OF_LARGEST = 0.5
 MIN_RED_CELLS = 1
 
 
-def red_cell_diameters(image_rgb: np.ndarray) -> list[float]:
-    """The diameter, in the image's pixels, of each lone red cell in an RGB uint8 image."""
+class RedCell(NamedTuple):
+    """A lone red cell: its centre and the diameter of the circle of its area, in image pixels."""
+
+    x: float
+    y: float
+    diameter: float
+
+
+def lone_red_cells(image_rgb: np.ndarray) -> list[RedCell]:
+    """Each lone red cell in an RGB uint8 image."""
     cv2 = opencv()
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise ValueError(
@@ -71,7 +81,7 @@ def red_cell_diameters(image_rgb: np.ndarray) -> list[float]:
     near_nucleus = cv2.dilate(nucleus.astype(np.uint8), np.ones((3, 3), np.uint8))
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     rows, cols = mask.shape
-    diameters = []
+    cells = []
     for contour in contours:
         x, y, w, h = cv2.boundingRect(contour)
         if x == 0 or y == 0 or x + w >= cols or y + h >= rows:
@@ -87,12 +97,19 @@ def red_cell_diameters(image_rgb: np.ndarray) -> list[float]:
         cv2.drawContours(inside, [contour], -1, 1, thickness=-1)
         if int((inside & near_nucleus).sum()) > 0.02 * area:
             continue  # a white cell
-        diameters.append(2 * float(np.sqrt(area / np.pi)) / scale)
-    if not diameters:
+        centre_x, centre_y = x + w / 2, y + h / 2
+        cells.append(RedCell(centre_x / scale, centre_y / scale,
+                             2 * float(np.sqrt(area / np.pi)) / scale))
+    if not cells:
         return []
     # a platelet or a speck of debris is round too, but a third of a red cell or less
-    smallest = MIN_SHARE_OF_LARGEST * max(diameters)
-    return [d for d in diameters if d >= smallest]
+    smallest = MIN_SHARE_OF_LARGEST * max(cell.diameter for cell in cells)
+    return [cell for cell in cells if cell.diameter >= smallest]
+
+
+def red_cell_diameters(image_rgb: np.ndarray) -> list[float]:
+    """The diameter, in the image's pixels, of each lone red cell in an RGB uint8 image."""
+    return [cell.diameter for cell in lone_red_cells(image_rgb)]
 
 
 def red_cell_diameter(image_rgb: np.ndarray, min_cells: int = MIN_RED_CELLS) -> float | None:
@@ -115,6 +132,11 @@ class RedCellRuler:
     figure is fixed once `enough` red cells are measured, and frames are no longer measured.
     Until then `current` is the median so far, from `first` cells on. `known`: a site's figure
     measured before (e.g. from an earlier session), fixed from the start.
+
+    A still field is seen in many frames: each red cell counts once. Given how the field moved
+    since the previous frame (the tracker's shift), the cells of that frame are moved along and a
+    cell found within half a diameter of one of them is the same cell; without a shift (a new
+    field, or one the tracker lost) every cell is new.
     """
 
     def __init__(self, enough: int = 30, *, first: int = 5, known: float | None = None) -> None:
@@ -125,14 +147,31 @@ class RedCellRuler:
         self.enough = enough
         self.first = min(first, enough)
         self._diameters: list[float] = []
+        self._in_view: list[RedCell] = []  # counted cells, where the previous frame had them
         self.diameter: float | None = known
 
-    def update(self, image_rgb: np.ndarray) -> float | None:
-        """Measure one more frame unless the figure is fixed; the current figure."""
-        if self.diameter is None:
-            self._diameters.extend(red_cell_diameters(image_rgb))
-            if len(self._diameters) >= self.enough:
-                self.diameter = float(np.median(self._diameters))
+    def update(self, image_rgb: np.ndarray,
+               shift: tuple[float, float] | None = None) -> float | None:
+        """Measure one more frame unless the figure is fixed; the current figure.
+
+        `shift`: how far the field moved (x, y pixels) since the previous call, for a frame of
+        the same field; None for a new field.
+        """
+        if self.diameter is not None:
+            return self.diameter
+        rows, cols = image_rgb.shape[:2]
+        seen = [] if shift is None else [
+            RedCell(cell.x + shift[0], cell.y + shift[1], cell.diameter)
+            for cell in self._in_view]
+        seen = [cell for cell in seen if 0 <= cell.x < cols and 0 <= cell.y < rows]
+        for cell in lone_red_cells(image_rgb):
+            if not any(np.hypot(cell.x - old.x, cell.y - old.y) < old.diameter / 2
+                       for old in seen):
+                self._diameters.append(cell.diameter)
+                seen.append(cell)
+        self._in_view = seen
+        if len(self._diameters) >= self.enough:
+            self.diameter = float(np.median(self._diameters))
         return self.current
 
     @property

@@ -360,20 +360,36 @@ def test_with_a_known_red_cell_size_the_windows_hold_the_training_windows_red_ce
     assert by_ruler == [(side, side)] * len(by_nucleus) != by_nucleus
 
 
-def test_the_session_records_what_its_red_cells_measured(tmp_path, clip_path):
+def test_the_session_records_what_its_red_cells_measured(tmp_path, clip_path, samples_dir):
+    import shutil
+
+    from edgehemo.ruler import PBC_RED_CELL_DIAMETER
+
+    fields = tmp_path / "fields"  # PBC's fields, each a new one to the tracker
+    fields.mkdir()
+    for index, image in enumerate(sorted(samples_dir.glob("*/*.jpg"))[:12]):
+        shutil.copy(image, fields / f"{index:02d}.jpg")
     state = tmp_path / "state"
-    summary = CaptureDaemon(config(source=str(clip_path)), state).run()
+    summary = CaptureDaemon(config(source=str(fields)), state).run()
     with ResultStore.existing(state) as store:
         session = store.session()
-    # the clip's fields (BCCD) hold few lone red cells: not fixed within 46 frames, the median
-    # of those measured is recorded; BCCD's red cells measure 88.6 px over all its frames
+    # the fields the quality gate keeps (7 of 12) hold 14 lone red cells: fewer than the 30
+    # that fix the figure, so the median of those measured is recorded
     assert 5 <= session["red_cells_measured"] == summary.red_cells_measured < 30
-    assert 80 < session["red_cell_px"] < 100
+    assert abs(session["red_cell_px"] / PBC_RED_CELL_DIAMETER - 1) < 0.1
     assert read_status(state)["red_cell_px"] == round(session["red_cell_px"], 1)
     run_cli("report", "--state-dir", state, "--out", tmp_path / "r.html")
     line = f"red cells {session['red_cell_px']:.1f} px across (from {summary.red_cells_measured}"
     assert line in (tmp_path / "r.html").read_text()
     assert f"magnification: {line}" in run_cli("results", "--state-dir", state).stdout
+
+    # the clip's still fields show one lone red cell, in six frames: it counts once, too few
+    # to size a window by, so the session keeps the finder's windows
+    still = tmp_path / "still"
+    assert CaptureDaemon(config(source=str(clip_path)), still).run().red_cells_measured == 1
+    with ResultStore.existing(still) as store:
+        assert (store.session()["red_cell_px"], store.session()["red_cells_measured"]) == (
+            None, None)
 
     known = tmp_path / "known"
     CaptureDaemon(CaptureConfig.model_validate({

@@ -114,6 +114,23 @@ def test_a_session_ruler_pools_frames_then_stops_measuring():
         RedCellRuler(known=-3.0)
 
 
+def test_a_red_cell_seen_in_many_frames_of_a_field_counts_once():
+    ruler = RedCellRuler(enough=30, first=1)
+    still = field(400, [(80, 80, 30, RED_CELL), (300, 90, 30, RED_CELL)])
+    ruler.update(still)
+    ruler.update(still, (0.0, 0.0))
+    assert ruler.measured == 2
+    # the stage moves 40 px left: both cells move with the field and a third comes into view
+    moved = field(400, [(40, 80, 30, RED_CELL), (260, 90, 30, RED_CELL),
+                        (330, 300, 30, RED_CELL)])
+    ruler.update(moved, (-40.0, 0.0))
+    assert ruler.measured == 3
+    ruler.update(moved, (0.0, 0.0))
+    assert ruler.measured == 3
+    ruler.update(moved)  # a new field: the tracker lost the last one
+    assert ruler.measured == 6
+
+
 def test_the_magnification_command_measures_a_microscope_from_its_fields(clip_frames, tmp_path):
     import json
     import subprocess
