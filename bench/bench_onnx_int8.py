@@ -15,16 +15,19 @@ import argparse
 import numpy as np
 import onnxruntime as ort
 
+from edgehemo.device.backends.ort_cpu import optimizers_to_disable
 from edgehemo.export.benchmark import interleaved_median_ms
 from edgehemo.models import resolve_artifact
 
 
-def session(path: str) -> ort.InferenceSession:
+def session(path: str, precision: str) -> ort.InferenceSession:
+    """A session as the cpu backend makes it, at 1 thread."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=optimizers_to_disable(precision))
 
 
 def main() -> None:
@@ -38,7 +41,7 @@ def main() -> None:
     paths = {"fp32": str(fp32.path), "int8": str(int8.path)}
     if args.before:
         paths["int8 before"] = args.before
-    sessions = {label: session(path) for label, path in paths.items()}
+    sessions = {label: session(path, label.split()[0]) for label, path in paths.items()}
     size = fp32.manifest.preprocessing.input_size
     rng = np.random.default_rng(0)
     for run in range(1, args.runs + 1):

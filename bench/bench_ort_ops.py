@@ -22,15 +22,17 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+from edgehemo.device.backends.ort_cpu import optimizers_to_disable
 from edgehemo.models import resolve_artifact
 
 
-def profile(path: str, size: int, runs: int, *,
+def profile(path: str, size: int, runs: int, *, precision: str,
             by_node: bool = False) -> tuple[collections.Counter[str], float]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.enable_profiling = True
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=optimizers_to_disable(precision))
     name = session.get_inputs()[0].name
     batch = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     for _ in range(runs):
@@ -56,15 +58,15 @@ def main() -> None:
     parser.add_argument("--nodes", action="store_true", help="one row per node, not per type")
     parser.add_argument("--before", help="an older int8 .onnx of the same model to profile too")
     args = parser.parse_args()
-    files: list[tuple[str, str, int]] = []
+    files: list[tuple[str, str, int, str]] = []
     for precision in ("fp32", "int8"):
         artifact = resolve_artifact(f"{args.model}_{precision}", formats=("onnx",))
         size = artifact.manifest.preprocessing.input_size
-        files.append((artifact.name, str(artifact.path), size))
+        files.append((artifact.name, str(artifact.path), size, precision))
     if args.before:
-        files.append((f"{args.model}_int8 before", args.before, files[0][2]))
-    for label, path, size in files:
-        per_op, total = profile(path, size, args.runs, by_node=args.nodes)
+        files.append((f"{args.model}_int8 before", args.before, files[0][2], "int8"))
+    for label, path, size, precision in files:
+        per_op, total = profile(path, size, args.runs, precision=precision, by_node=args.nodes)
         print(f"\n{label}: {total:.3f} ms of operator time per image")
         print("| operator | ms | share |\n|---|---|---|")
         for op, ms in per_op.most_common():

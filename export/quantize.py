@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from onnxruntime.quantization import (
     quant_pre_process,
     quantize_static,
 )
+from onnxruntime.quantization import registry as quantizer_registry
 
 from edgehemo.datasets import ImageSet
 from edgehemo.errors import DatasetError
@@ -91,6 +94,26 @@ def float_islands(model: onnx.ModelProto) -> list[str]:
     return chosen
 
 
+@contextmanager
+def _max_reductions_keep_scale() -> Iterator[None]:
+    """Quantise ReduceMax as onnxruntime's quantiser quantises MaxPool and Reshape: its output
+    takes its input's scale and zero point (a maximum of uint8 codes is the code of the
+    maximum), so the runtime runs it on the uint8 tensor instead of in float between a
+    dequantise and a quantise. The quantiser's table has no entry for it; the entry is added
+    for one call and removed after."""
+    table = quantizer_registry.QDQRegistry
+    had = "ReduceMax" in table
+    previous = table.get("ReduceMax")
+    table["ReduceMax"] = table["Reshape"]
+    try:
+        yield
+    finally:
+        if had:
+            table["ReduceMax"] = previous
+        else:
+            del table["ReduceMax"]
+
+
 KEEP_FLOAT = ("head", "stem")
 
 
@@ -135,15 +158,16 @@ def quantize_onnx(
         quantized = Path(workdir) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         left_in_float = kept_in_float(onnx.load(str(prepared)), keep_float)
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            _Batches(calibration, spec, input_name),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
-            nodes_to_exclude=left_in_float,
-        )
+        with _max_reductions_keep_scale():
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                _Batches(calibration, spec, input_name),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[method],
+                nodes_to_exclude=left_in_float,
+            )
         write_atomically(int8_path, quantized.read_bytes())

@@ -67,6 +67,31 @@ def test_int8_onnx_keeps_only_the_spatial_gates_in_float(exported):
     assert len(float_islands(onnx.load(str(out / "cbam_cnn_fp32.onnx")))) == 8  # convs + sigmoids
 
 
+def test_int8_channel_maxima_keep_their_inputs_scale_so_they_run_on_uint8(exported):
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization import registry
+
+    out, _ = exported
+    graph = onnx.load(str(out / "cbam_cnn_int8.onnx")).graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    producer = {name: node for node in graph.node for name in node.output}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    maxima = [node for node in graph.node if node.op_type == "ReduceMax"]
+    assert len(maxima) == 4  # one channel max per CBAM block
+    for node in maxima:
+        before = producer[node.input[0]]
+        (after,) = consumers[node.output[0]]
+        assert (before.op_type, after.op_type) == ("DequantizeLinear", "QuantizeLinear")
+        for scale_or_zero_point in (1, 2):
+            assert np.array_equal(values[before.input[scale_or_zero_point]],
+                                  values[after.input[scale_or_zero_point]])
+    assert "ReduceMax" not in registry.QDQRegistry  # the quantiser's table is left as it was
+
+
 def test_classifier_runs_raw_images_of_any_size(exported, samples_dir):
     out, _ = exported
     classifier = Classifier.load(out / "cbam_cnn_fp32.onnx")

@@ -26,6 +26,18 @@ def _onnxruntime():
     return onnxruntime
 
 
+def optimizers_to_disable(precision: str) -> list[str]:
+    """Graph optimisers to turn off for a model of this precision.
+
+    An int8 graph's only float convolutions are CBAM's spatial gates (2 -> 1 channels,
+    edgehemo.export.quantize.float_islands); onnxruntime's NCHWc layout, blocked channels made
+    for wide float convolutions, costs them more in reorders than it saves: int8 CBAM-CNN and
+    HemoNet-GAP ran ~4 % faster without it (bench/bench_onnx_int8.py), and an int8 model with
+    no float convolution runs the same.
+    """
+    return ["NchwcTransformer"] if precision == "int8" else []
+
+
 class OnnxRuntimeCpu(Backend):
     key = "cpu"
     formats = ("onnx",)
@@ -42,7 +54,8 @@ class OnnxRuntimeCpu(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(
-                str(artifact), sess_options=options, providers=self._provider_list()
+                str(artifact), sess_options=options, providers=self._provider_list(),
+                disabled_optimizers=optimizers_to_disable(manifest.precision),
             )
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise BackendError(f"{artifact}: onnxruntime cannot load it ({error})") from error
