@@ -15,6 +15,7 @@ EXPECTED_PARAMS = {
     "se_cnn": 465_792,  # paper 0.46M
     "sa_cnn": 422_068,  # paper 0.42M
     "cbam_cnn": 466_188,  # paper 0.47M
+    "cbam_cnn_gn": 466_188,  # GroupNorm has BatchNorm's affine parameters
     "vgg15": 7_076_840,
     "se_vgg15": 7_252_672,  # paper ~7.2M
     "sa_vgg15": 7_077_335,
@@ -35,7 +36,7 @@ BACKBONE_PARAMS = {
 
 def test_every_architecture_is_registered():
     assert set(EXPECTED_PARAMS) <= set(list_models())
-    assert list_models("cbam*") == ["cbam_cnn", "cbam_vgg15"]
+    assert list_models("cbam*") == ["cbam_cnn", "cbam_cnn_gn", "cbam_vgg15"]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
@@ -43,10 +44,31 @@ def test_parameter_count(name):
     assert count_parameters(create_model(name)) == EXPECTED_PARAMS[name]
 
 
-@pytest.mark.parametrize("name", ["cnn", "se_cnn", "sa_cnn", "cbam_cnn", "vgg15", "cbam_vgg15"])
+@pytest.mark.parametrize("name", ["cnn", "se_cnn", "sa_cnn", "cbam_cnn", "cbam_cnn_gn", "vgg15",
+                                  "cbam_vgg15"])
 def test_output_shape_compact(name):
     model = create_model(name, num_classes=5).eval()
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5)
+
+
+def test_the_group_norm_variant_normalises_each_image_by_itself():
+    from edgehemo.models import resolve_weights
+    from edgehemo.train.blocks import conv_bn_relu
+    from edgehemo.train.evaluate import load_model
+
+    model = create_model("cbam_cnn_gn").eval()
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "GroupNorm" in kinds and "BatchNorm2d" not in kinds
+    images = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():  # each block normalises its own image: a darker exposure is the same
+        logits = model(images)
+        assert (logits[0] - logits[1]).abs().max() > 0.01  # it does see the images
+        assert torch.allclose(model(0.5 * images), logits, atol=1e-3)
+        trained = resolve_weights("cbam_cnn_lab")  # BatchNorm: PBC's statistics, whatever comes
+        batch_norm = load_model(trained.checkpoint, trained.card).eval()
+        assert (batch_norm(0.5 * images) - batch_norm(images)).abs().max() > 0.1
+    with pytest.raises(ValueError, match="unknown norm"):
+        conv_bn_relu(3, 8, norm="layer")
 
 
 def test_input_size_is_a_parameter():

@@ -198,11 +198,22 @@ def make_attention(kind: str, channels: int, *, reduction: int = 4) -> nn.Module
     raise ValueError(f"unknown attention kind {kind!r}; expected one of {ATTENTION_KINDS}")
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    """The papers' conv block: Conv3x3 (same padding) + BatchNorm + ReLU."""
+NORMS = ("batch", "group")
+GROUP_NORM_GROUPS = 8
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, *, norm: str = "batch") -> nn.Sequential:
+    """The papers' conv block: Conv3x3 (same padding) + BatchNorm + ReLU; `norm="group"` puts
+    GroupNorm (8 groups) in BatchNorm's place, which normalises each image by its own
+    statistics instead of the training set's (Tsutsui et al., ICASSP 2023: the swap that held
+    up best on other labs' cells)."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    layer: nn.Module = (nn.BatchNorm2d(out_channels) if norm == "batch"
+                        else nn.GroupNorm(min(GROUP_NORM_GROUPS, out_channels), out_channels))
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
+        layer,
         nn.ReLU(inplace=True),
     )
 
@@ -215,6 +226,7 @@ def attention_stages(
     attention: str,
     reduction: int = 4,
     convs_per_stage: int = 1,
+    norm: str = "batch",
 ) -> tuple[nn.Sequential, int]:
     """The papers' feature extractor: per width, `convs_per_stage` conv blocks, 2x2 max pooling,
     then the attention block. Returns the stages and the side of the last feature map."""
@@ -224,7 +236,8 @@ def attention_stages(
     stages: list[nn.Module] = []
     previous = in_channels
     for width in widths:
-        convs = [conv_bn_relu(previous if i == 0 else width, width) for i in range(convs_per_stage)]
+        convs = [conv_bn_relu(previous if i == 0 else width, width, norm=norm)
+                 for i in range(convs_per_stage)]
         stages.append(nn.Sequential(*convs, nn.MaxPool2d(2),
                                     make_attention(attention, width, reduction=reduction)))
         previous = width

@@ -30,10 +30,12 @@ class CompactCNN(nn.Module):
         channels: tuple[int, ...] = CHANNELS,
         dropout: float = 0.2,
         reduction: int = 4,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         self.features, side = attention_stages(in_channels, channels, input_size=input_size,
-                                               attention=attention, reduction=reduction)
+                                               attention=attention, reduction=reduction,
+                                               norm=norm)
         self.dropout = nn.Dropout(dropout) if attention != "none" and dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(channels[-1] * side * side, num_classes)
 
@@ -64,3 +66,11 @@ def sa_cnn(*, num_classes: int = 8, input_size: int = 64, **kwargs: object) -> C
 def cbam_cnn(*, num_classes: int = 8, input_size: int = 64, **kwargs: object) -> CompactCNN:
     """CNN with a CBAM block after each pooled block."""
     return CompactCNN(attention="cbam", num_classes=num_classes, input_size=input_size, **kwargs)
+
+
+@register_model(input_size=64, family="compact", paper=PAPER)
+def cbam_cnn_gn(*, num_classes: int = 8, input_size: int = 64, **kwargs: object) -> CompactCNN:
+    """CBAM-CNN with GroupNorm in place of BatchNorm (same parameter count): each image is
+    normalised by its own statistics, for microscopes the training data never saw."""
+    return CompactCNN(attention="cbam", num_classes=num_classes, input_size=input_size,
+                      norm="group", **kwargs)
