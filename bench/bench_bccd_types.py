@@ -21,6 +21,10 @@ model's training window (edgehemo.ruler), BCCD's red-cell diameter pooled over a
 (no label used; the frames' lone red cells are the ruler); and, for models that frame with the
 ruler, the box crops with that diameter given, as `classify --red-cell-px` frames them.
 
+`--classes white_cells` scores the answers as `classify --classes white_cells` gives them: the
+cells are known to be white cells (cut at BCCD's white-cell boxes), so platelet and nucleated red
+cell are not an answer (any comma-separated class names may be given instead).
+
 Needs ../shared/data/bccd (the frames); the labels ship with the repository.
 """
 
@@ -43,6 +47,7 @@ from bench_robustness import (
     frame_raw,
 )
 
+from edgehemo.classes import answer_classes, restricted
 from edgehemo.framing import cell_window, locate_nucleus, window
 from edgehemo.preprocess import crop_and_resize, opencv
 from edgehemo.ruler import pbc_window_side, pooled_diameter
@@ -122,9 +127,13 @@ def framed_crops(model: Model, crops: list[np.ndarray], ratio: float | None = No
 
 
 def score(model: Model, framed: np.ndarray, truth: list[str], classes: list[str],
-          predict: Predict | None = None) -> dict:
-    """Accuracy, per-class recall, balanced accuracy over `classes`, and the commonest calls."""
-    predicted = [model.classes[i] for i in (predict or model.predict)(framed).argmax(1)]
+          predict: Predict | None = None, allowed: tuple[int, ...] | None = None) -> dict:
+    """Accuracy, per-class recall, balanced accuracy over `classes`, and the commonest calls;
+    `allowed`: the only classes an answer may name."""
+    probabilities = (predict or model.predict)(framed)
+    if allowed is not None:
+        probabilities = restricted(probabilities, allowed)
+    predicted = [model.classes[i] for i in probabilities.argmax(1)]
     hits = np.array([p == t for p, t in zip(predicted, truth, strict=True)])
     recall = {name: float(hits[[t == name for t in truth]].mean()) for name in sorted(set(truth))}
     return {
@@ -150,6 +159,8 @@ def main() -> None:
     parser.add_argument("--ruler", action="store_true",
                         help="also score each model on windows cut from the frames at BCCD's "
                              "magnification measured by its red cells (the capture's framing)")
+    parser.add_argument("--classes", help="the only classes an answer may name, as "
+                        "`classify --classes` takes them (e.g. white_cells)")
     args = parser.parse_args()
     if any(ratio <= 0 for ratio in args.nucleus_window):
         parser.error("--nucleus-window: each R must be a positive number of nucleus extents")
@@ -170,6 +181,7 @@ def main() -> None:
         print(f"BCCD red-cell diameter: {red_cell:.1f} px (median of {measured} lone red cells)")
     for name in args.models:
         model = Model(name)
+        allowed = None if args.classes is None else answer_classes(args.classes, model.classes)
         runs = [(model.name, None, None)]
         if site:
             adapted = model.adapted(np.stack([frame_raw(crop, model.spec) for crop in site]))
@@ -196,7 +208,7 @@ def main() -> None:
             else:
                 framed = framed_crops(model, crops, ratio)
                 framing = model.spec.framing if ratio is None else f"{ratio:g} x nucleus"
-            result = score(model, framed, truth, classes, predict)
+            result = score(model, framed, truth, classes, predict, allowed)
             mix = ", ".join(f"{c} {n / len(truth):.0%}" for c, n in result["predicted"])
             cells = [label, framing, f"{result['accuracy']:.3f}",
                      f"{result['balanced']:.3f}",
@@ -207,7 +219,9 @@ def main() -> None:
         f"BCCD white cells with a developer's type label: {len(truth)} cells "
         f"({', '.join(f'{n} {c}' for n, c in counts.most_common())}); calling every cell "
         f"{baseline[0]} would score {baseline[1] / len(truth):.3f} accuracy, "
-        f"{1 / len(classes):.3f} balanced.", "", *lines, ""])
+        f"{1 / len(classes):.3f} balanced."
+        + (f" Answers restricted to --classes {args.classes}." if args.classes else ""),
+        "", *lines, ""])
     print("\n" + text)
     if args.out:
         args.out.write_text(text)

@@ -4,6 +4,10 @@ cells; platelets and nucleated red cells are reported beside them, not in them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 # class name -> why a screener must look at it
 ATTENTION: dict[str, str] = {
     "immature_granulocyte": "immature granulocyte",
@@ -23,3 +27,32 @@ def attention_reason(class_name: str) -> str | None:
 
 def is_white_cell(class_name: str) -> bool:
     return class_name not in NOT_WHITE_CELLS
+
+
+# `--classes white_cells`: the crops are known to be white cells (cut by a white-cell finder, or
+# a lab's white-cell images), so platelets and nucleated red cells are not an answer.
+WHITE_CELLS = "white_cells"
+
+
+def answer_classes(spec: str, classes: Sequence[str]) -> tuple[int, ...]:
+    """Indices of the classes a prediction may name: `spec` is comma-separated class names of
+    the model, or "white_cells" (its classes that are white cells)."""
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if names == [WHITE_CELLS]:
+        names = [name for name in classes if is_white_cell(name)]
+    unknown = [name for name in names if name not in classes]
+    if unknown:
+        raise ValueError(f"unknown class(es) {', '.join(unknown)}: the model's classes are "
+                         f"{', '.join(classes)} (or {WHITE_CELLS})")
+    if len(set(names)) < 2:
+        raise ValueError(f"--classes needs at least two of the model's classes, got {spec!r}")
+    return tuple(sorted({classes.index(name) for name in names}))
+
+
+def restricted(probabilities: np.ndarray, allowed: Sequence[int]) -> np.ndarray:
+    """`probabilities` (N, C) with every class outside `allowed` at zero and each row
+    renormalised over the allowed ones."""
+    kept = np.zeros_like(probabilities)
+    kept[:, allowed] = probabilities[:, allowed]
+    total = kept.sum(axis=1, keepdims=True)
+    return np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)

@@ -366,10 +366,17 @@ def classify(
                                    "cells are framed at the training magnification even in "
                                    "crops without lone red cells (ruler framing).")
     ] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="The only classes an answer may name, comma-separated, "
+                                 "or white_cells (the crops are known to be white cells: no "
+                                 "platelet or nucleated red cell); probabilities are "
+                                 "renormalised over them.")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
     """Classify single-cell images of any size; non-image files are reported and skipped."""
+    from edgehemo.classes import answer_classes
     from edgehemo.device.classifier import Classifier
     from edgehemo.device.classify import classify_paths
 
@@ -378,7 +385,10 @@ def classify(
         raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
     classifier = Classifier.load(model, backend=backend,
                                  settings=_backend_settings(threads, backend_option))
-    result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px)
+    allowed = (None if classes is None
+               else answer_classes(classes, classifier.manifest.classes))
+    result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px,
+                            allowed=allowed)
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {path}: {reason}")
     if json_output:

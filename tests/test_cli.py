@@ -84,3 +84,30 @@ def test_doctor_reports_runtimes_and_fixes(tmp_path):
     # a missing optional runtime names the install command, markup intact
     if "missing litert" in result.stdout:
         assert "pip install 'edgehemo[tflite]'" in result.stdout
+
+
+def test_classify_can_be_told_the_crops_are_white_cells(samples_dir):
+    import numpy as np
+
+    from edgehemo.classes import answer_classes, restricted
+
+    classes = ("basophil", "erythroblast", "lymphocyte", "platelet")
+    allowed = answer_classes("white_cells", classes)
+    assert allowed == (0, 2)
+    assert answer_classes("platelet, lymphocyte", classes) == (2, 3)
+    probabilities = np.array([[0.1, 0.2, 0.1, 0.6], [0.0, 1.0, 0.0, 0.0]])
+    assert np.allclose(restricted(probabilities, allowed), [[0.5, 0, 0.5, 0], [0, 0, 0, 0]])
+    for bad, reason in (("blast,lymphocyte", "unknown class"), ("lymphocyte", "at least two")):
+        with pytest.raises(ValueError, match=reason):
+            answer_classes(bad, classes)
+
+    platelets = samples_dir / "platelet"
+    plain = json.loads(run("classify", platelets, "--json").stdout)
+    assert [row["label"] for row in plain] == ["platelet"] * 4
+    told = json.loads(run("classify", platelets, "--json", "--classes", "white_cells",
+                          "--top-k", "8").stdout)
+    for row in told:
+        assert row["label"] not in ("platelet", "erythroblast") and len(row["topk"]) == 6
+        assert sum(t["probability"] for t in row["topk"]) == pytest.approx(1, abs=1e-4)
+    result = run("classify", platelets, "--classes", "blast,neutrophil", check=False)
+    assert result.returncode == 2 and "unknown class(es) blast" in result.stderr
