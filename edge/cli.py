@@ -244,6 +244,10 @@ def evaluate(
     ] = "cpu",
     threads: Annotated[int, typer.Option(help="Runtime threads (0: runtime's default).")] = 0,
     backend_option: BackendOptions = None,
+    classes: Annotated[
+        str | None, typer.Option(help="The only classes an answer may name, as for classify "
+                                 "(comma-separated, or white_cells).")
+    ] = None,
 ) -> None:
     """Accuracy, F1, per-class precision/recall/sensitivity/specificity, confusion matrix.
 
@@ -258,14 +262,15 @@ def evaluate(
         if write_card:
             raise ValueError("--write-card applies to torch checkpoints, not exported models")
         report = evaluate_artifact(model, data, split, backend=backend,
-                                   settings=_backend_settings(threads, backend_option))
+                                   settings=_backend_settings(threads, backend_option),
+                                   classes=classes)
         if confusion_png is not None:
             plot_confusion_matrix(report, confusion_png, title=f"{model} on {split}")
     else:
         from edgehemo.train.evaluate import evaluate_checkpoint
 
         report = evaluate_checkpoint(model, data, split, confusion_png=confusion_png,
-                                     record_in_card=write_card)
+                                     record_in_card=write_card, classes=classes)
     if json_out is not None:
         text = json.dumps(report, indent=2) + "\n"
         if str(json_out) == "-":

@@ -111,3 +111,23 @@ def test_classify_can_be_told_the_crops_are_white_cells(samples_dir):
         assert sum(t["probability"] for t in row["topk"]) == pytest.approx(1, abs=1e-4)
     result = run("classify", platelets, "--classes", "blast,neutrophil", check=False)
     assert result.returncode == 2 and "unknown class(es) blast" in result.stderr
+
+
+@pytest.mark.parametrize("model", ["cbam_cnn_int8", "cbam_cnn"])
+def test_evaluate_can_restrict_the_answers_too(model, samples_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "site"  # platelets filed as lymphocytes: no platelet answer is allowed
+    shutil.copytree(samples_dir / "platelet", data / "test" / "lymphocyte")
+    plain = json.loads(run("evaluate", "--model", model, "--data", data, "--json", "-").stdout)
+    told = json.loads(run("evaluate", "--model", model, "--data", data, "--json", "-",
+                          "--classes", "white_cells").stdout)
+    platelet = plain["classes"].index("platelet")
+    assert plain["answer_classes"] is None
+    assert sum(row[platelet] for row in plain["confusion_matrix"]) == 4
+    assert "platelet" not in told["answer_classes"]
+    assert sum(row[platelet] for row in told["confusion_matrix"]) == 0
+    if model == "cbam_cnn":
+        refused = run("evaluate", "--model", model, "--data", data, "--classes", "white_cells",
+                      "--write-card", check=False)
+        assert refused.returncode == 2 and "not recorded in a card" in refused.stderr
