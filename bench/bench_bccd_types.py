@@ -25,6 +25,8 @@ ruler, the box crops with that diameter given, as `classify --red-cell-px` frame
 cells are known to be white cells (cut at BCCD's white-cell boxes), so platelet and nucleated red
 cell are not an answer (any comma-separated class names may be given instead).
 
+`--tta` averages each cell and its three mirror images, as `classify --tta` does.
+
 Needs ../shared/data/bccd (the frames); the labels ship with the repository.
 """
 
@@ -126,11 +128,20 @@ def framed_crops(model: Model, crops: list[np.ndarray], ratio: float | None = No
                      else around_nucleus(crop, ratio, model) for crop in crops])
 
 
+def mirrored_mean(predict: Predict, framed: np.ndarray) -> np.ndarray:
+    """Probabilities averaged over each image and its mirror images (NHWC), as the device's
+    `Classifier(tta=True)` averages them."""
+    views = (framed, framed[:, :, ::-1], framed[:, ::-1], framed[:, ::-1, ::-1])
+    return np.mean([predict(np.ascontiguousarray(view)) for view in views], axis=0)
+
+
 def score(model: Model, framed: np.ndarray, truth: list[str], classes: list[str],
-          predict: Predict | None = None, allowed: tuple[int, ...] | None = None) -> dict:
+          predict: Predict | None = None, allowed: tuple[int, ...] | None = None,
+          tta: bool = False) -> dict:
     """Accuracy, per-class recall, balanced accuracy over `classes`, and the commonest calls;
-    `allowed`: the only classes an answer may name."""
-    probabilities = (predict or model.predict)(framed)
+    `allowed`: the only classes an answer may name; `tta`: mirror images averaged."""
+    predict = predict or model.predict
+    probabilities = mirrored_mean(predict, framed) if tta else predict(framed)
     if allowed is not None:
         probabilities = restricted(probabilities, allowed)
     predicted = [model.classes[i] for i in probabilities.argmax(1)]
@@ -161,6 +172,8 @@ def main() -> None:
                              "magnification measured by its red cells (the capture's framing)")
     parser.add_argument("--classes", help="the only classes an answer may name, as "
                         "`classify --classes` takes them (e.g. white_cells)")
+    parser.add_argument("--tta", action="store_true",
+                        help="average each cell and its mirror images (classify --tta)")
     args = parser.parse_args()
     if any(ratio <= 0 for ratio in args.nucleus_window):
         parser.error("--nucleus-window: each R must be a positive number of nucleus extents")
@@ -208,7 +221,7 @@ def main() -> None:
             else:
                 framed = framed_crops(model, crops, ratio)
                 framing = model.spec.framing if ratio is None else f"{ratio:g} x nucleus"
-            result = score(model, framed, truth, classes, predict, allowed)
+            result = score(model, framed, truth, classes, predict, allowed, args.tta)
             mix = ", ".join(f"{c} {n / len(truth):.0%}" for c, n in result["predicted"])
             cells = [label, framing, f"{result['accuracy']:.3f}",
                      f"{result['balanced']:.3f}",
@@ -220,7 +233,8 @@ def main() -> None:
         f"({', '.join(f'{n} {c}' for n, c in counts.most_common())}); calling every cell "
         f"{baseline[0]} would score {baseline[1] / len(truth):.3f} accuracy, "
         f"{1 / len(classes):.3f} balanced."
-        + (f" Answers restricted to --classes {args.classes}." if args.classes else ""),
+        + (f" Answers restricted to --classes {args.classes}." if args.classes else "")
+        + (" Each cell and its mirror images averaged (--tta)." if args.tta else ""),
         "", *lines, ""])
     print("\n" + text)
     if args.out:

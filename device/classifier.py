@@ -25,12 +25,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def mirrored(batch: np.ndarray) -> list[np.ndarray]:
+    """A normalised NCHW batch and its three mirror images (left-right, top-bottom, both): a cell
+    on a smear has no orientation, and the models were trained on flipped and rotated crops."""
+    return [batch, np.ascontiguousarray(batch[..., ::-1]),
+            np.ascontiguousarray(batch[..., ::-1, :]), np.ascontiguousarray(batch[..., ::-1, ::-1])]
+
+
 @dataclass
 class Classifier:
-    """An artifact running on a backend; probabilities for framed or raw cell images."""
+    """An artifact running on a backend; probabilities for framed or raw cell images.
+
+    `tta`: average the probabilities over each image and its mirror images (4 runs per image;
+    docs/robustness.md measures what it changes).
+    """
 
     artifact: Artifact
     backend: Backend
+    tta: bool = False
 
     @property
     def manifest(self) -> ArtifactManifest:
@@ -44,6 +56,7 @@ class Classifier:
         backend: str = "cpu",
         settings: dict[str, Any] | None = None,
         models_dir: Path | None = None,
+        tta: bool = False,
     ) -> Classifier:
         """Resolve, verify (sha256, input spec) and warm up a model on `backend`."""
         backend_type = backend_class(backend)
@@ -58,7 +71,7 @@ class Classifier:
             )
             raise BackendError(f"invalid settings for backend {backend!r}: {problems}") from error
         runner = backend_type(artifact.path, artifact.manifest, backend_settings)
-        classifier = cls(artifact, runner)
+        classifier = cls(artifact, runner, tta)
         classifier._check_input_spec()
         # The first inference allocates and plans; doing it now keeps it off the first frame.
         size = artifact.manifest.preprocessing.input_size
@@ -81,7 +94,7 @@ class Classifier:
         """Probabilities (N, classes) for uint8 images already at the input size (N, S, S, 3)."""
         spec = self.manifest.preprocessing
         out = [
-            softmax(self.backend.run(normalize(images[i : i + batch_size], spec)))
+            self._probabilities(normalize(images[i : i + batch_size], spec))
             for i in range(0, len(images), batch_size)
         ]
         if not out:
@@ -93,5 +106,9 @@ class Classifier:
         `red_cell`: the images' red-cell diameter in pixels, if known (ruler framing)."""
         if not images:
             return np.zeros((0, len(self.manifest.classes)), dtype=np.float32)
-        return softmax(self.backend.run(
-            preprocess_raw(images, self.manifest.preprocessing, red_cell)))
+        return self._probabilities(preprocess_raw(images, self.manifest.preprocessing, red_cell))
+
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        if not self.tta:
+            return softmax(self.backend.run(batch))
+        return np.mean([softmax(self.backend.run(view)) for view in mirrored(batch)], axis=0)

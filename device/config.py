@@ -25,6 +25,7 @@ class CaptureSettings(BaseModel):
     model: str = Field("cbam_cnn_int8", description="Model name or artifact path.")
     backend: str = Field("cpu", description="cpu, gpu, tflite or edgetpu.")
     threads: int = Field(1, ge=0, description="Inference threads (0 = runtime default).")
+    tta: bool = Field(False, description="Average each crop and its mirror images (4 runs).")
     source: str = Field("usb:0", description="picamera[:N], usb:N, /dev/videoN, file or folder.")
     loop: bool = Field(False, description="Repeat a video file.")
     watch: bool = Field(False, description="Keep reading new images arriving in a folder.")

@@ -155,7 +155,7 @@ class CaptureDaemon:
                              picamera=self.config.picamera)
         classifier = Classifier.load(
             c.model, backend=c.backend,
-            settings={"threads": c.threads, **self.config.backend_options},
+            settings={"threads": c.threads, **self.config.backend_options}, tta=c.tta,
         )
         manifest = classifier.manifest
         finder: Finder

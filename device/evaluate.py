@@ -39,11 +39,12 @@ def evaluate_artifact(
     settings: dict[str, Any] | None = None,
     models_dir: Path | None = None,
     classes: str | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Full metrics of an exported model on one split, through the chosen backend; `classes`
-    restricts the answers as `classify --classes` does."""
+    restricts the answers as `classify --classes` does, `tta` averages mirror images."""
     classifier = Classifier.load(name_or_path, backend=backend, settings=settings,
-                                 models_dir=models_dir)
+                                 models_dir=models_dir, tta=tta)
     dataset = load_dataset(data, split, classifier.manifest.preprocessing)
     allowed = None if classes is None else answer_classes(classes, classifier.manifest.classes)
     report, _ = evaluate_classifier(classifier, dataset, allowed)
@@ -60,5 +61,6 @@ def evaluate_artifact(
         "file_bytes": classifier.manifest.bytes,
         "answer_classes": (None if allowed is None
                            else [classifier.manifest.classes[i] for i in allowed]),
+        "tta": tta,
     })
     return report

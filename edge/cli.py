@@ -248,6 +248,8 @@ def evaluate(
         str | None, typer.Option(help="The only classes an answer may name, as for classify "
                                  "(comma-separated, or white_cells).")
     ] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Average each image and its mirror "
+                                      "images (4 runs per image).")] = False,
 ) -> None:
     """Accuracy, F1, per-class precision/recall/sensitivity/specificity, confusion matrix.
 
@@ -263,14 +265,14 @@ def evaluate(
             raise ValueError("--write-card applies to torch checkpoints, not exported models")
         report = evaluate_artifact(model, data, split, backend=backend,
                                    settings=_backend_settings(threads, backend_option),
-                                   classes=classes)
+                                   classes=classes, tta=tta)
         if confusion_png is not None:
             plot_confusion_matrix(report, confusion_png, title=f"{model} on {split}")
     else:
         from edgehemo.train.evaluate import evaluate_checkpoint
 
         report = evaluate_checkpoint(model, data, split, confusion_png=confusion_png,
-                                     record_in_card=write_card, classes=classes)
+                                     record_in_card=write_card, classes=classes, tta=tta)
     if json_out is not None:
         text = json.dumps(report, indent=2) + "\n"
         if str(json_out) == "-":
@@ -377,6 +379,8 @@ def classify(
                                  "platelet or nucleated red cell); probabilities are "
                                  "renormalised over them.")
     ] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Average each image and its mirror "
+                                      "images (4 runs per image).")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
@@ -389,7 +393,7 @@ def classify(
     if missing:
         raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
     classifier = Classifier.load(model, backend=backend,
-                                 settings=_backend_settings(threads, backend_option))
+                                 settings=_backend_settings(threads, backend_option), tta=tta)
     allowed = (None if classes is None
                else answer_classes(classes, classifier.manifest.classes))
     result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px,

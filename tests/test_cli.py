@@ -127,7 +127,32 @@ def test_evaluate_can_restrict_the_answers_too(model, samples_dir, tmp_path):
     assert sum(row[platelet] for row in plain["confusion_matrix"]) == 4
     assert "platelet" not in told["answer_classes"]
     assert sum(row[platelet] for row in told["confusion_matrix"]) == 0
+    mirrored = json.loads(run("evaluate", "--model", model, "--data", data, "--json", "-",
+                              "--tta").stdout)
+    assert (plain["tta"], mirrored["tta"]) == (False, True)
     if model == "cbam_cnn":
-        refused = run("evaluate", "--model", model, "--data", data, "--classes", "white_cells",
-                      "--write-card", check=False)
-        assert refused.returncode == 2 and "not recorded in a card" in refused.stderr
+        for option in ("--classes=white_cells", "--tta"):
+            refused = run("evaluate", "--model", model, "--data", data, option, "--write-card",
+                          check=False)
+            assert refused.returncode == 2 and "not recorded in a card" in refused.stderr
+
+
+def test_torch_test_time_augmentation_averages_the_mirror_images(samples_dir):
+    import numpy as np
+
+    from edgehemo.datasets import ImageSet, load_image_folder
+    from edgehemo.models import resolve_weights
+    from edgehemo.train.data import predict_probabilities
+    from edgehemo.train.evaluate import load_model
+
+    weights = resolve_weights("cbam_cnn")
+    model, spec = load_model(weights.checkpoint, weights.card), weights.card.preprocessing
+    data = load_image_folder(samples_dir, "test", spec)
+    views = [data.images, data.images[:, :, ::-1], data.images[:, ::-1],
+             data.images[:, ::-1, ::-1]]
+    expected = np.mean([predict_probabilities(model, ImageSet(
+        np.ascontiguousarray(view), data.labels, data.classes, data.files, data.source), spec)
+        for view in views], axis=0)
+    averaged = predict_probabilities(model, data, spec, tta=True)
+    assert np.allclose(averaged, expected, atol=1e-5)
+    assert np.abs(averaged - predict_probabilities(model, data, spec)).max() > 1e-3

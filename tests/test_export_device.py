@@ -312,3 +312,19 @@ def test_int8_can_keep_the_logits_layer_the_stem_or_a_named_node_in_float(tmp_pa
     assert kept_in_float(graph, (f"node:{third}",)) == [*gates, third]
     with pytest.raises(ValueError, match="no such node"):
         kept_in_float(graph, ("node:/model/missing/Conv",))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "tflite"])
+def test_test_time_augmentation_averages_each_image_and_its_mirror_images(backend, samples_dir):
+    plain = Classifier.load("cbam_cnn_int8", backend=backend)
+    tta = Classifier.load("cbam_cnn_int8", backend=backend, tta=True)
+    data = load_image_folder(samples_dir, "test", plain.manifest.preprocessing)
+    images = data.images[:8]
+    views = [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
+    expected = np.mean([plain.predict_framed(np.ascontiguousarray(v)) for v in views], axis=0)
+    averaged = tta.predict_framed(images)
+    # the same views, up to float rounding before the int8 input quantisation
+    assert np.abs(averaged - expected).max() < 2e-3
+    assert np.abs(averaged - plain.predict_framed(images)).max() > 5e-3
+    raw = [load_image(samples_dir / path) for path in data.files[:2]]
+    assert np.allclose(tta.predict_raw(raw).sum(axis=1), 1, atol=1e-5)

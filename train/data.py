@@ -77,11 +77,18 @@ def eval_batches(
 @torch.no_grad()
 def predict_probabilities(
     model: torch.nn.Module, data: ImageSet, spec: PreprocessSpec, *, batch_size: int = 256,
-    device: torch.device | None = None,
+    device: torch.device | None = None, tta: bool = False,
 ) -> np.ndarray:
     """Softmax probabilities (N, classes) of `model` (on `device`, default CPU) on every image
-    of `data`."""
+    of `data`; `tta`: averaged over each image and its three mirror images, as the device's
+    `Classifier(tta=True)` does."""
     model.eval()
     batches = eval_batches(data, spec, batch_size=batch_size)
-    outputs = [torch.softmax(model(x.to(device or "cpu")), dim=1).cpu() for x in batches]
-    return torch.cat(outputs).numpy()
+    views = ([(), (3,), (2,), (2, 3)] if tta else [()])
+
+    def probabilities(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device or "cpu")
+        return torch.stack([torch.softmax(model(x.flip(dims) if dims else x), dim=1)
+                            for dims in views]).mean(0).cpu()
+
+    return torch.cat([probabilities(x) for x in batches]).numpy()

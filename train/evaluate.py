@@ -52,18 +52,20 @@ def evaluate_checkpoint(
     confusion_png: Path | None = None,
     record_in_card: bool = False,
     classes: str | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Full metrics of a shipped model or checkpoint on one split of a dataset; `classes`
     restricts the answers as `classify --classes` does (not recorded in a card)."""
     weights = resolve_weights(name_or_path)
-    if classes is not None and record_in_card:
-        raise ValueError("--classes changes the answers: its metrics are not recorded in a card")
+    if (classes is not None or tta) and record_in_card:
+        raise ValueError("--classes and --tta change the answers: their metrics are not "
+                         "recorded in a card")
     allowed = None if classes is None else answer_classes(classes, weights.card.classes)
     model = load_model(weights.checkpoint, weights.card)
     dataset = align_classes(load_dataset(data, split, weights.card.preprocessing),
                              weights.card.classes)
     start = time.perf_counter()
-    probabilities = predict_probabilities(model, dataset, weights.card.preprocessing)
+    probabilities = predict_probabilities(model, dataset, weights.card.preprocessing, tta=tta)
     if allowed is not None:
         probabilities = restricted(probabilities, allowed)
     seconds = time.perf_counter() - start
@@ -79,6 +81,7 @@ def evaluate_checkpoint(
         "ms_per_image": 1000 * seconds / max(1, len(dataset)),
         "threads": torch.get_num_threads(),
         "answer_classes": None if allowed is None else [weights.card.classes[i] for i in allowed],
+        "tta": tta,
     })
     if confusion_png is not None:
         plot_confusion_matrix(report, confusion_png, title=f"{weights.name} on {split}")
