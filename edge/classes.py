@@ -51,8 +51,10 @@ def answer_classes(spec: str, classes: Sequence[str]) -> tuple[int, ...]:
 
 def restricted(probabilities: np.ndarray, allowed: Sequence[int]) -> np.ndarray:
     """`probabilities` (N, C) with every class outside `allowed` at zero and each row
-    renormalised over the allowed ones."""
+    renormalised over the allowed ones (evenly, where none of them had any probability)."""
     kept = np.zeros_like(probabilities)
     kept[:, allowed] = probabilities[:, allowed]
     total = kept.sum(axis=1, keepdims=True)
-    return np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
+    even = np.zeros_like(kept)
+    even[:, allowed] = 1.0 / len(allowed)
+    return np.where(total > 0, kept / np.where(total > 0, total, 1), even)

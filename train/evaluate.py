@@ -55,7 +55,8 @@ def evaluate_checkpoint(
     tta: bool = False,
 ) -> dict[str, Any]:
     """Full metrics of a shipped model or checkpoint on one split of a dataset; `classes`
-    restricts the answers as `classify --classes` does (not recorded in a card)."""
+    restricts the answers as `classify --classes` does and `tta` averages mirror images (neither
+    is recorded in a card)."""
     weights = resolve_weights(name_or_path)
     if (classes is not None or tta) and record_in_card:
         raise ValueError("--classes and --tta change the answers: their metrics are not "
