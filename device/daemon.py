@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgehemo.classes import answer_classes, restricted
 from edgehemo.device.cellfinder import CellFinder, grow, window
 from edgehemo.device.classifier import Classifier
 from edgehemo.device.config import CaptureConfig
@@ -158,6 +159,15 @@ class CaptureDaemon:
             settings={"threads": c.threads, **self.config.backend_options}, tta=c.tta,
         )
         manifest = classifier.manifest
+        predict = classifier.predict_framed
+        if c.classes is not None:
+            allowed = answer_classes(c.classes, manifest.classes)
+
+            def predict(crops: np.ndarray) -> np.ndarray:
+                return restricted(classifier.predict_framed(crops), allowed)
+
+            logger.info("answers restricted to %s",
+                        ", ".join(manifest.classes[i] for i in allowed))
         finder: Finder
         ruler = None
         if manifest.takes == "whole_frame":
@@ -177,7 +187,7 @@ class CaptureDaemon:
                            interrupted)
         session = SlideSession(manifest.classes, c.target_count, c.low_confidence)
         pipeline = FramePipeline(
-            classifier.predict_framed, manifest.classes, manifest.preprocessing.input_size,
+            predict, manifest.classes, manifest.preprocessing.input_size,
             session, quality=QualityGate(self.config.quality),
             finder=finder, tracker=CellTracker(self.config.tracking),
             colour_reference=manifest.colour_reference, ruler=ruler,

@@ -71,6 +71,23 @@ def test_capture_of_the_bundled_clip_counts_each_cell_once(tmp_path, clip_path):
     assert status.returncode == 3 and "not running" in status.stdout
 
 
+def test_capture_can_count_white_cells_only_and_average_mirror_images(tmp_path, clip_path):
+    plain = json.loads(run_cli("capture", "--source", clip_path, "--state-dir",
+                               tmp_path / "plain", "--json").stdout)
+    assert plain["counts"].get("platelet", 0) > 0  # BCCD's small dark cells, read as platelets
+    told = json.loads(run_cli("capture", "--source", clip_path, "--state-dir", tmp_path / "told",
+                              "--set", "capture.classes=white_cells", "--set", "capture.tta=true",
+                              "--json").stdout)
+    assert len(told["cells"]) == len(plain["cells"])  # the same cells, other answers
+    assert not {"platelet", "erythroblast"} & {cell["class"] for cell in told["cells"]}
+    with ResultStore.existing(tmp_path / "told") as store:
+        settings = store.session()["settings"]
+    assert settings["capture"]["classes"] == "white_cells" and settings["capture"]["tta"] is True
+    typo = run_cli("capture", "--source", clip_path, "--state-dir", tmp_path / "typo",
+                   "--set", "capture.classes=white_cell", check=False)
+    assert typo.returncode == 2 and "unknown class(es) white_cell" in typo.stderr
+
+
 def test_folder_source_skips_what_is_not_an_image(tmp_path, clip_frames, caplog):
     folder = tmp_path / "captures"
     write_frames(folder, [field_frame(clip_frames, f) for f in (0, 2, 3)])
