@@ -47,6 +47,7 @@ from bench_robustness import (
     box_rows,
     cut_boxes,
     frame_raw,
+    mirrored_mean,
 )
 
 from edgehemo.classes import answer_classes, restricted
@@ -126,13 +127,6 @@ def framed_crops(model: Model, crops: list[np.ndarray], ratio: float | None = No
     extents."""
     return np.stack([frame_raw(crop, model.spec) if ratio is None
                      else around_nucleus(crop, ratio, model) for crop in crops])
-
-
-def mirrored_mean(predict: Predict, framed: np.ndarray) -> np.ndarray:
-    """Probabilities averaged over each image and its mirror images (NHWC), as the device's
-    `Classifier(tta=True)` averages them."""
-    views = (framed, framed[:, :, ::-1], framed[:, ::-1], framed[:, ::-1, ::-1])
-    return np.mean([predict(np.ascontiguousarray(view)) for view in views], axis=0)
 
 
 def score(model: Model, framed: np.ndarray, truth: list[str], classes: list[str],

@@ -34,6 +34,7 @@ from bench_robustness import (
     frame_raw,
     lab_stats,
     load_val,
+    mirrored_mean,
     reinhard,
 )
 
@@ -42,11 +43,15 @@ from edgehemo.device.cellfinder import CellFinder, cut_crops
 from edgehemo.ruler import pbc_window_side
 
 
-def site_accuracy(model: Model, images: list[np.ndarray], labels: np.ndarray
-                  ) -> tuple[float, float]:
+def predictions(model: Model, framed: np.ndarray, tta: bool) -> np.ndarray:
+    return (mirrored_mean(model.predict, framed) if tta else model.predict(framed)).argmax(1)
+
+
+def site_accuracy(model: Model, images: list[np.ndarray], labels: np.ndarray,
+                  tta: bool = False) -> tuple[float, float]:
     """Accuracy and balanced accuracy (mean per-class recall) on the site's held-out crops."""
     framed = np.stack([frame_raw(im, model.spec) for im in images])
-    hits = model.predict(framed).argmax(1) == labels
+    hits = predictions(model, framed, tta) == labels
     return float(hits.mean()), float(np.mean([hits[labels == c].mean() for c in set(labels)]))
 
 
@@ -80,9 +85,9 @@ def bccd_site(classes: list[str], per_class: int, ruler_crop_fraction: float | N
             f"BCCD cells labelled by the developers ({', '.join(sorted(kept))}), {cut}")
 
 
-def test_accuracy(model: Model, npz: Path) -> float:
+def test_accuracy(model: Model, npz: Path, tta: bool = False) -> float:
     test = load_dataset(npz, "test", model.spec)
-    return float((model.predict(test.images).argmax(1) == test.labels).mean())
+    return float((predictions(model, test.images, tta) == test.labels).mean())
 
 
 def main() -> None:
@@ -103,6 +108,9 @@ def main() -> None:
                              "of at their boxes")
     parser.add_argument("--adapt-bn", action="store_true",
                         help="re-estimate BatchNorm on the unlabelled site images first")
+    parser.add_argument("--tta", action="store_true",
+                        help="also score each model with its mirror images averaged "
+                             "(classify --tta)")
     args = parser.parse_args()
     before = Model(args.model)
     if args.ruler and args.site != "bccd":
@@ -154,9 +162,11 @@ def main() -> None:
               "| shared test accuracy |")
         print("|---|---:|---:|---:|")
         for name, model in rows:
-            accuracy, balanced = site_accuracy(model, held, held_labels)
-            print(f"| {name} | {accuracy:.4f} | {balanced:.4f} | "
-                  f"{test_accuracy(model, args.npz):.4f} |")
+            for tta in (False, True) if args.tta else (False,):
+                accuracy, balanced = site_accuracy(model, held, held_labels, tta)
+                label = f"{name}, mirror images averaged" if tta else name
+                print(f"| {label} | {accuracy:.4f} | {balanced:.4f} | "
+                      f"{test_accuracy(model, args.npz, tta):.4f} |")
 
 
 if __name__ == "__main__":

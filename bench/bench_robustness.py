@@ -113,6 +113,13 @@ class Model:
         return predict
 
 
+def mirrored_mean(predict: Predict, framed: np.ndarray) -> np.ndarray:
+    """Probabilities averaged over each image and its mirror images (NHWC), as the device's
+    `Classifier(tta=True)` averages them."""
+    views = (framed, framed[:, :, ::-1], framed[:, ::-1], framed[:, ::-1, ::-1])
+    return np.mean([predict(np.ascontiguousarray(view)) for view in views], axis=0)
+
+
 # -- shifts on raw BGR images ------------------------------------------------------------------
 
 def lab_stats(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
