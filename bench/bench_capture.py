@@ -7,8 +7,9 @@ daemon's per-frame work - quality gate, cell finder, tracker, crops + classifier
 crop JPEGs and one SQLite commit (WAL, synchronous=FULL) - over the decoded frames, looping the
 clip `--repeats` times, and reports frames/s and milliseconds per stage. The same run repeats it
 with torch eager in place of the runtime (what a user would write with the training checkpoint),
-so ratios come from one run on one machine, and once more with the live view publishing (the
-current frame as JPEG and the figures, 4 times per second). Needs edgehemo[train] for torch.
+so ratios come from one run on one machine, once more with the live view publishing (the
+current frame as JPEG and the figures, 4 times per second), and once with each crop's mirror
+images averaged (`[capture] tta`). Needs edgehemo[train] for torch.
 """
 
 from __future__ import annotations
@@ -156,6 +157,9 @@ def main() -> None:
     results = {}
     runs = [(name, predict, False) for name, predict in runtimes.items()]
     runs.append((f"{args.model} (onnxruntime) + live view", classifier.predict_framed, True))
+    mirrored = Classifier.load(args.model, backend="cpu", settings={"threads": 1}, tta=True)
+    runs.append((f"{args.model} (onnxruntime), mirror images averaged (tta)",
+                 mirrored.predict_framed, False))
     for size, frames in sizes.items():
         for name, predict, live in runs:
             with tempfile.TemporaryDirectory() as state:
