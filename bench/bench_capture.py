@@ -3,8 +3,10 @@
     python bench/bench_capture.py --repeats 10 --markdown docs/results/bench_capture.md
 
 For each frame size (the bundled 640x480 clip, and the same frames scaled to 1080p) it runs the
-daemon's per-frame work - quality gate, cell finder, tracker, crops + classifier, session count,
-crop JPEGs and one SQLite commit (WAL, synchronous=FULL) - over the decoded frames, looping the
+daemon's per-frame work - quality gate, cell finder, tracker, red-cell ruler (the daemon's
+default; the clip's dense fields never fix its figure, so every kept frame is measured), crops +
+classifier, session count, crop JPEGs and one SQLite commit (WAL, synchronous=FULL) - over the
+decoded frames, looping the
 clip `--repeats` times, and reports frames/s and milliseconds per stage. The same run repeats it
 with torch eager in place of the runtime (what a user would write with the training checkpoint),
 so ratios come from one run on one machine, once more with the live view publishing (the
@@ -32,6 +34,7 @@ from edgehemo.device.quality import QualityGate
 from edgehemo.device.session import SlideSession
 from edgehemo.device.sources import Frame
 from edgehemo.device.tracking import CellTracker
+from edgehemo.ruler import RedCellRuler
 from edgehemo.store import DiskGuard, FrameRecord, ResultStore, SessionInfo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,10 +91,12 @@ def run(frames: list[np.ndarray], predict, classifier: Classifier, repeats: int,
         state_dir: Path, live: bool = False) -> dict[str, float]:
     manifest = classifier.manifest
     session = SlideSession(manifest.classes)
+    finder_settings = finder_for(frames[0].shape[0])
     pipeline = FramePipeline(predict, manifest.classes, manifest.preprocessing.input_size,
                              session, quality=QualityGate(),
-                             finder=CellFinder(finder_for(frames[0].shape[0])),
-                             tracker=CellTracker())
+                             finder=CellFinder(finder_settings), tracker=CellTracker(),
+                             ruler=RedCellRuler(finder_settings.red_cells_to_measure),
+                             crop_fraction=manifest.preprocessing.crop_fraction)
     config = CaptureConfig()
     daemon = CaptureDaemon(config, state_dir)
     guard = DiskGuard(state_dir, reserve_mb=0)

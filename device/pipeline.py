@@ -22,7 +22,7 @@ from edgehemo.device.quality import QualityGate, QualityResult
 from edgehemo.device.session import SlideSession
 from edgehemo.device.tracking import CellTracker, TrackResult
 from edgehemo.ood import ColourReference
-from edgehemo.preprocess import PBC_CROP_FRACTION
+from edgehemo.preprocess import PBC_CROP_FRACTION, opencv
 from edgehemo.ruler import RedCellRuler, pbc_window_side
 
 STAGES = ("quality", "find", "track", "classify", "count")
@@ -136,8 +136,9 @@ class FramePipeline:
         red_cell = self.ruler.diameter
         if red_cell is None:
             same_field = self._ruler_fed and not track.reset
-            red_cell = self.ruler.update(np.ascontiguousarray(frame_bgr[..., ::-1]),
-                                         track.shift if same_field else None)
+            cv2 = opencv()
+            rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)  # ~40x faster than numpy's flip
+            red_cell = self.ruler.update(rgb, track.shift if same_field else None)
             self._ruler_fed = True
         if red_cell is None:
             return found
