@@ -42,7 +42,7 @@ from edgehemo.datasets import image_files
 from edgehemo.device.cellfinder import CellFinder, cut_crops, with_window
 from edgehemo.models import is_artifact_name
 from edgehemo.ood import ColourReference
-from edgehemo.preprocess import PreprocessSpec, crop_and_resize, normalize
+from edgehemo.preprocess import PreprocessSpec, crop_and_resize, mirror_views, normalize
 from edgehemo.ruler import pbc_window_side, pooled_diameter
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -116,8 +116,8 @@ class Model:
 def mirrored_mean(predict: Predict, framed: np.ndarray) -> np.ndarray:
     """Probabilities averaged over each image and its mirror images (NHWC), as the device's
     `Classifier(tta=True)` averages them."""
-    views = (framed, framed[:, :, ::-1], framed[:, ::-1], framed[:, ::-1, ::-1])
-    return np.mean([predict(np.ascontiguousarray(view)) for view in views], axis=0)
+    return np.mean([predict(view) for view in mirror_views(framed, channels_last=True)],
+                   axis=0)
 
 
 # -- shifts on raw BGR images ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from edgehemo.device.backends.base import Backend, BackendError, backend_class
 from edgehemo.errors import CheckpointError
 from edgehemo.manifest import ArtifactManifest, verify_artifact
 from edgehemo.models import Artifact, resolve_artifact
-from edgehemo.preprocess import normalize, preprocess_raw
+from edgehemo.preprocess import mirror_views, normalize, preprocess_raw
 
 logger = logging.getLogger(__name__)
 
@@ -23,13 +23,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
-
-
-def mirrored(batch: np.ndarray) -> list[np.ndarray]:
-    """A normalised NCHW batch and its three mirror images (left-right, top-bottom, both): a cell
-    on a smear has no orientation, and the models were trained on flipped and rotated crops."""
-    return [batch, np.ascontiguousarray(batch[..., ::-1]),
-            np.ascontiguousarray(batch[..., ::-1, :]), np.ascontiguousarray(batch[..., ::-1, ::-1])]
 
 
 @dataclass
@@ -111,4 +104,4 @@ class Classifier:
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         if not self.tta:
             return softmax(self.backend.run(batch))
-        return np.mean([softmax(self.backend.run(view)) for view in mirrored(batch)], axis=0)
+        return np.mean([softmax(self.backend.run(view)) for view in mirror_views(batch)], axis=0)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from edgehemo.datasets import ImageSet
-from edgehemo.preprocess import PER_IMAGE_STD_FLOOR, PreprocessSpec, normalize
+from edgehemo.preprocess import PER_IMAGE_STD_FLOOR, PreprocessSpec, mirror_views, normalize
 from edgehemo.train.augment import AugmentConfig, augment
 
 
@@ -84,11 +84,10 @@ def predict_probabilities(
     `Classifier(tta=True)` does."""
     model.eval()
     batches = eval_batches(data, spec, batch_size=batch_size)
-    views = ([(), (3,), (2,), (2, 3)] if tta else [()])
 
     def probabilities(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device or "cpu")
-        return torch.stack([torch.softmax(model(x.flip(dims) if dims else x), dim=1)
-                            for dims in views]).mean(0).cpu()
+        views = [torch.from_numpy(v) for v in mirror_views(x.numpy())] if tta else [x]
+        return torch.stack([torch.softmax(model(view.to(device or "cpu")), dim=1)
+                            for view in views]).mean(0).cpu()
 
     return torch.cat([probabilities(x) for x in batches]).numpy()
