@@ -152,8 +152,8 @@ class CaptureDaemon:
 
     def run(self) -> CaptureSummary:
         c = self.config.capture
-        source = open_source(c.source, loop=c.loop, watch=c.watch, usb=self.config.usb,
-                             picamera=self.config.picamera)
+        # The model, its options and the store first, the camera last: a typo or an unwritable
+        # state directory must not leave a camera opened.
         classifier = Classifier.load(
             c.model, backend=c.backend,
             settings={"threads": c.threads, **self.config.backend_options}, tta=c.tta,
@@ -196,15 +196,21 @@ class CaptureDaemon:
         if manifest.colour_reference is None:
             logger.warning("%s has no colour reference in its manifest: cells that look unlike "
                            "the training images cannot be flagged (re-export it)", manifest.name)
-        session_id, uid = store.start_session(SessionInfo(
-            source=source.description, model=manifest.name, model_sha256=manifest.sha256,
-            backend=c.backend, classes=manifest.classes, sample_id=c.sample_id,
-            operator=c.operator, notes=c.notes, target_count=c.target_count,
-            settings={**self.config.model_dump(mode="json"),
-                      "model_preprocessing": manifest.preprocessing.model_dump(mode="json"),
-                      "model_takes": manifest.takes,
-                      "colour_reference": manifest.colour_reference is not None},
-        ))
+        source = open_source(c.source, loop=c.loop, watch=c.watch, usb=self.config.usb,
+                             picamera=self.config.picamera)
+        try:
+            session_id, uid = store.start_session(SessionInfo(
+                source=source.description, model=manifest.name, model_sha256=manifest.sha256,
+                backend=c.backend, classes=manifest.classes, sample_id=c.sample_id,
+                operator=c.operator, notes=c.notes, target_count=c.target_count,
+                settings={**self.config.model_dump(mode="json"),
+                          "model_preprocessing": manifest.preprocessing.model_dump(mode="json"),
+                          "model_takes": manifest.takes,
+                          "colour_reference": manifest.colour_reference is not None},
+            ))
+        except BaseException:
+            source.close()
+            raise
         summary = CaptureSummary(uid, session_id, self.state_dir)
         logger.info("session %s started: %s on %s, model %s (%s)", uid, source.description,
                     c.backend, manifest.name, manifest.sha256[:12])
