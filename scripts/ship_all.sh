@@ -28,9 +28,9 @@ for manifest in sorted(Path(sys.argv[1]).glob("*.json")):
         shutil.copy2(manifest, "edge/weights/")
 PYTHON
 }
-# The 64x64 models frame raw crops with `auto` (docs/robustness.md: PBC's centre square unless
-# the cell does not fit in it); their figures come from the npz's framed crops, which it leaves
-# as they are.
+# The 64x64 models frame raw crops with `ruler` (docs/robustness.md: the training window in
+# red-cell diameters where the image has lone red cells, else auto framing); their figures come
+# from the npz's framed crops, which it leaves as they are.
 # the lab-only CBAM-CNN (3 seeds), kept as weights for comparison
 $PY scripts/ship_weights.py cbam_cnn_lab runs/cbam_cnn_s0 runs/cbam_cnn_s1 runs/cbam_cnn_s2 --data "$DATA" \
   --framing ruler
