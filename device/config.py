@@ -27,8 +27,10 @@ class CaptureSettings(BaseModel):
     threads: int = Field(1, ge=0, description="Inference threads (0 = runtime default).")
     tta: bool = Field(False, description="Average each crop and its mirror images (4 runs).")
     classes: str | None = Field(
-        None, description="The only classes an answer may name: comma-separated, or "
-        "white_cells (no platelet or nucleated red cell is counted).")
+        None, description="The only classes an answer may name: comma-separated, white_cells "
+        "(no platelet or nucleated red cell is counted), nucleated_cells (no platelet) or all. "
+        "Unset: nucleated_cells for the cells the cell finder cuts (it drops platelet-sized "
+        "objects, so a platelet answer would always be wrong), all for whole-frame models.")
     source: str = Field("usb:0", description="picamera[:N], usb:N, /dev/videoN, file or folder.")
     loop: bool = Field(False, description="Repeat a video file.")
     watch: bool = Field(False, description="Keep reading new images arriving in a folder.")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgehemo.classes import answer_classes, restricted
+from edgehemo.classes import ALL_CLASSES, NUCLEATED_CELLS, answer_classes, restricted
 from edgehemo.device.cellfinder import CellFinder, grow, window
 from edgehemo.device.classifier import Classifier
 from edgehemo.device.config import CaptureConfig
@@ -138,6 +138,15 @@ class _SourceKeeper:
         return self._last_error
 
 
+def session_answer_spec(classes: str | None, takes: str) -> str:
+    """The `answer_classes` spec of a session: what `[capture] classes` says, else every class
+    but platelets for the cells the finder cuts (it drops platelet-sized objects) and every class
+    for a whole-frame model."""
+    if classes is not None:
+        return classes
+    return ALL_CLASSES if takes == "whole_frame" else NUCLEATED_CELLS
+
+
 class CaptureDaemon:
     def __init__(self, config: CaptureConfig, state_dir: Path) -> None:
         self.config = config
@@ -160,8 +169,9 @@ class CaptureDaemon:
         )
         manifest = classifier.manifest
         predict = classifier.predict_framed
-        if c.classes is not None:
-            allowed = answer_classes(c.classes, manifest.classes)
+        allowed = answer_classes(session_answer_spec(c.classes, manifest.takes),
+                                 manifest.classes)
+        if len(allowed) < len(manifest.classes):
 
             def predict(crops: np.ndarray) -> np.ndarray:
                 return restricted(classifier.predict_framed(crops), allowed)
@@ -206,6 +216,7 @@ class CaptureDaemon:
                 settings={**self.config.model_dump(mode="json"),
                           "model_preprocessing": manifest.preprocessing.model_dump(mode="json"),
                           "model_takes": manifest.takes,
+                          "answer_classes": [manifest.classes[i] for i in allowed],
                           "colour_reference": manifest.colour_reference is not None},
             ))
         except BaseException:

@@ -246,7 +246,7 @@ def evaluate(
     backend_option: BackendOptions = None,
     classes: Annotated[
         str | None, typer.Option(help="The only classes an answer may name, as for classify "
-                                 "(comma-separated, or white_cells).")
+                                 "(comma-separated, white_cells or nucleated_cells).")
     ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average each image and its mirror "
                                       "images (4 runs per image).")] = False,
@@ -375,9 +375,9 @@ def classify(
     ] = None,
     classes: Annotated[
         str | None, typer.Option(help="The only classes an answer may name, comma-separated, "
-                                 "or white_cells (the crops are known to be white cells: no "
-                                 "platelet or nucleated red cell); probabilities are "
-                                 "renormalised over them.")
+                                 "white_cells (the crops are known to be white cells: no "
+                                 "platelet or nucleated red cell) or nucleated_cells (no "
+                                 "platelet); probabilities are renormalised over them.")
     ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average each image and its mirror "
                                       "images (4 runs per image).")] = False,

@@ -15,7 +15,7 @@ from typing import Any
 from edgehemo.classes import attention_reason, is_white_cell
 from edgehemo.errors import EdgehemoError
 from edgehemo.ood import UNFAMILIAR, session_looks_unfamiliar, unfamiliar_warning
-from edgehemo.results import magnification_line
+from edgehemo.results import magnification_line, unanswered_classes
 from edgehemo.store.schema import NOT_A_CELL
 
 DISCLAIMER = (
@@ -107,7 +107,10 @@ def render_report(session: dict[str, Any], state_dir: Path,
         f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in meta) + "</table>")
     parts.append("<h2>Differential count</h2>")
     rows = []
+    not_answers = unanswered_classes(session)
     for name, n in counts.items():
+        if name in not_answers:
+            continue
         pct = 100.0 * n / white if white else 0.0
         unit = "%" if is_white_cell(name) else " per 100 WBC"
         flag = f" <span class='tag'>{e(attention_reason(name) or '')}</span>" if (
@@ -116,7 +119,10 @@ def render_report(session: dict[str, Any], state_dir: Path,
                     f"<td class='n'>{pct:.1f}{unit}</td></tr>")
     parts.append("<table><tr><th>class</th><th>cells</th><th>share</th></tr>" + "".join(rows)
                  + f"<tr><th>white cells</th><th class='n'>{white}</th><th></th></tr></table>")
-    parts.append(_bar_chart(counts))
+    if not_answers:
+        parts.append(f"<p>Not counted in this session: {e(', '.join(not_answers))} (not among "
+                     "its answers, <code>[capture] classes</code>).</p>")
+    parts.append(_bar_chart({k: n for k, n in counts.items() if k not in not_answers}))
     if session.get("reviewed_cells"):
         parts.append("<p>Counts use the reviewer's labels where a cell was reviewed; the model's "
                      "own counts were: " + e(", ".join(

@@ -54,6 +54,8 @@ def session_results(store: ResultStore, key: str | int | None = None, *,
         "end_reason", "source", "model", "model_sha256", "backend", "target_count",
         "red_cell_px", "red_cells_measured")}
     out["classes"] = classes
+    # sessions recorded before answers could be restricted name every class
+    out["answer_classes"] = session["settings"].get("answer_classes", classes)
     # A whole-frame model classifies fields of view: each "cell" row is one field.
     out["unit"] = "field" if session["settings"].get("model_takes") == "whole_frame" else "cell"
     out["frames"] = store.frame_summary(session["id"])
@@ -103,6 +105,13 @@ def magnification_line(session: dict[str, Any]) -> str:
             "training magnification")
 
 
+def unanswered_classes(session: dict[str, Any]) -> list[str]:
+    """The model's classes that were no answer in this session and that no reviewer gave a
+    cell: the count does not show them as zero, it says they were not counted."""
+    answers = set(session["answer_classes"])
+    return [name for name, n in session["counts"].items() if name not in answers and not n]
+
+
 def differential_lines(session: dict[str, Any]) -> list[str]:
     """The count as a person reads it: one line per class, white cells first."""
     counts, white = session["counts"], session["white_cells"]
@@ -116,12 +125,18 @@ def differential_lines(session: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"magnification: {magnification_line(session)}")
     lines.append(f"{'class':<24}{'count':>7}{'%':>8}")
+    not_answers = unanswered_classes(session)
     for name, n in counts.items():
+        if name in not_answers:
+            continue
         unit = "%" if is_white_cell(name) else "/100 WBC"
         pct = 100.0 * n / white if white else 0.0
         flag = "  <- look" if n and attention_reason(name) else ""
         lines.append(f"{name:<24}{n:>7}{pct:>7.1f} {unit}{flag}")
     lines.append(f"{'white cells':<24}{white:>7}")
+    if not_answers:
+        lines.append(f"not counted in this session: {', '.join(not_answers)} "
+                     "(not among its answers, [capture] classes)")
     if session.get("reviewed_cells"):
         lines.append(f"{session['reviewed_cells']} cell(s) reviewed; counts use the reviewed "
                      "labels")

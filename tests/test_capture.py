@@ -71,18 +71,37 @@ def test_capture_of_the_bundled_clip_counts_each_cell_once(tmp_path, clip_path):
     assert status.returncode == 3 and "not running" in status.stdout
 
 
-def test_capture_can_count_white_cells_only_and_average_mirror_images(tmp_path, clip_path):
+def test_capture_answers_name_no_platelet_unless_told_every_class(tmp_path, clip_path):
+    # the finder drops platelet-sized objects, so by default no cell it cuts is called one
     plain = json.loads(run_cli("capture", "--source", clip_path, "--state-dir",
                                tmp_path / "plain", "--json").stdout)
-    assert plain["counts"].get("platelet", 0) > 0  # BCCD's small dark cells, read as platelets
+    assert "platelet" not in {cell["class"] for cell in plain["cells"]}
+    assert plain["answer_classes"] == [c for c in plain["classes"] if c != "platelet"]
+    table = run_cli("results", "--state-dir", tmp_path / "plain").stdout
+    assert "not counted in this session: platelet" in table
+    assert not any(line.startswith("platelet ") for line in table.splitlines())
+    every = json.loads(run_cli("capture", "--source", clip_path, "--state-dir",
+                               tmp_path / "every", "--set", "capture.classes=all",
+                               "--json").stdout)
+    assert len(every["cells"]) == len(plain["cells"])  # the same cells, other answers
+    assert every["counts"]["platelet"] > 0  # BCCD's small dark cells, read as platelets
+    assert every["answer_classes"] == every["classes"]
+    assert "not counted" not in run_cli("results", "--state-dir", tmp_path / "every").stdout
+    changed = [(a["class"], b["class"]) for a, b in zip(every["cells"], plain["cells"],
+                                                        strict=True) if a["class"] != b["class"]]
+    assert changed and all(was == "platelet" for was, _ in changed)
+
+
+def test_capture_can_count_white_cells_only_and_average_mirror_images(tmp_path, clip_path):
     told = json.loads(run_cli("capture", "--source", clip_path, "--state-dir", tmp_path / "told",
                               "--set", "capture.classes=white_cells", "--set", "capture.tta=true",
                               "--json").stdout)
-    assert len(told["cells"]) == len(plain["cells"])  # the same cells, other answers
+    assert told["cells"]
     assert not {"platelet", "erythroblast"} & {cell["class"] for cell in told["cells"]}
     with ResultStore.existing(tmp_path / "told") as store:
         settings = store.session()["settings"]
     assert settings["capture"]["classes"] == "white_cells" and settings["capture"]["tta"] is True
+    assert "erythroblast" not in settings["answer_classes"]
     typo = run_cli("capture", "--source", clip_path, "--state-dir", tmp_path / "typo",
                    "--set", "capture.classes=white_cell", check=False)
     assert typo.returncode == 2 and "unknown class(es) white_cell" in typo.stderr
@@ -250,6 +269,7 @@ def test_a_whole_frame_model_classifies_each_field_once(tmp_path, clip_path):
     # the clip holds 6 fields of view, each first kept at these frames; 640x480 frames
     assert sorted(c["frame"] for c in session["cells"]) == [1, 9, 17, 25, 33, 41]
     assert session["unit"] == "field"
+    assert session["answer_classes"] == session["classes"]  # a field may show anything
     for cell in session["cells"]:
         assert cell["bbox"] == [0, 0, 640, 480]
         side = CaptureConfig().storage.crop_max_side  # the 480x480 centre, stored downscaled
@@ -422,3 +442,13 @@ def test_the_session_records_what_its_red_cells_measured(tmp_path, clip_path, sa
         "cellfinder": {"window": "nucleus"}}), by_nucleus).run()
     with ResultStore.existing(by_nucleus) as store:
         assert store.session()["red_cell_px"] is None
+
+
+def test_a_class_that_was_no_answer_is_counted_once_a_reviewer_gives_it():
+    from edgehemo.results import unanswered_classes
+
+    session = {"answer_classes": ["lymphocyte", "neutrophil"],
+               "counts": {"lymphocyte": 2, "neutrophil": 0, "platelet": 0}}
+    assert unanswered_classes(session) == ["platelet"]
+    session["counts"]["platelet"] = 1  # a reviewer corrected a cell to platelet
+    assert unanswered_classes(session) == []

@@ -95,6 +95,8 @@ def test_classify_can_be_told_the_crops_are_white_cells(samples_dir):
     allowed = answer_classes("white_cells", classes)
     assert allowed == (0, 2)
     assert answer_classes("platelet, lymphocyte", classes) == (2, 3)
+    assert answer_classes("nucleated_cells", classes) == (0, 1, 2)
+    assert answer_classes("all", classes) == (0, 1, 2, 3)
     probabilities = np.array([[0.1, 0.2, 0.1, 0.6], [0.0, 1.0, 0.0, 0.0]])
     assert np.allclose(restricted(probabilities, allowed), [[0.5, 0, 0.5, 0], [0.5, 0, 0.5, 0]])
     for bad, reason in (("blast,lymphocyte", "unknown class"), ("lymphocyte", "at least two")):

@@ -128,6 +128,8 @@ def test_report_is_one_self_contained_file(state, tmp_path):
     assert "must be confirmed by a qualified person" in page and "S-7" in page
     assert page.count("data:image/jpeg;base64,") == 8
     assert "http://" not in page and "https://" not in page and "<svg" in page
+    assert "Not counted in this session: platelet" in page  # the finder cuts no platelet
+    assert "<td>platelet</td>" not in page
     result = subprocess.run(
         [sys.executable, "-m", "edgehemo.cli", "report", "--state-dir", str(state), "--out",
          str(tmp_path / "r.html")], capture_output=True, text=True)
