@@ -71,7 +71,7 @@ def labelled_crops(bccd: Path, labels: Path = LABELS) -> tuple[list[np.ndarray],
 
 def site_red_cell(bccd: Path) -> tuple[float, int]:
     """BCCD's red-cell diameter pooled over all its frames (as a capture session pools them)."""
-    red_cell, measured = pooled_diameter(
+    red_cell, measured, _, _ = pooled_diameter(
         np.ascontiguousarray(frame[..., ::-1]) for frame in bccd_frames(bccd))
     if red_cell is None:
         raise SystemExit(f"{bccd}: no lone red cell in BCCD's frames")

@@ -317,7 +317,7 @@ def main() -> None:
                   "stable under 3 px shift + JPEG |", "|---|---|---:|---:|---:|---:|"]
         moved = [jpeg(80)(cv2.warpAffine(f, np.float32([[1, 0, 3], [0, 1, 3]]), f.shape[1::-1],
                                          borderMode=cv2.BORDER_REPLICATE)) for f in frames]
-        red_cell, _ = pooled_diameter(np.ascontiguousarray(f[..., ::-1]) for f in frames)
+        red_cell = pooled_diameter(np.ascontiguousarray(f[..., ::-1]) for f in frames).diameter
         for model in models:
             size = model.spec.input_size
             side = (pbc_window_side(model.spec.crop_fraction, red_cell)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, cast, get_args
 
@@ -427,44 +428,41 @@ def magnification(
 ) -> None:
     """Measure a microscope's magnification from its images: the median lone red cell's
     diameter in pixels, for `classify --red-cell-px` or `[cellfinder] red_cell_px`."""
-    import statistics
+    import numpy as np
 
     from edgehemo.device.classify import walk
     from edgehemo.errors import ImageReadError
     from edgehemo.preprocess import load_image
-    from edgehemo.ruler import PBC_RED_CELL_DIAMETER, red_cell_diameters
+    from edgehemo.ruler import PBC_RED_CELL_DIAMETER, pooled_diameter
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
-    diameters: list[float] = []
-    images = with_cells = 0
-    for path in walk(paths):
-        try:
-            found = red_cell_diameters(load_image(path))
-        except ImageReadError as error:
-            console.print(f"[yellow]skipped[/yellow] {error}")
-            continue
-        images += 1
-        with_cells += bool(found)
-        diameters += found
+
+    def readable() -> Iterator[np.ndarray]:
+        for path in walk(paths):
+            try:
+                yield load_image(path)
+            except ImageReadError as error:
+                console.print(f"[yellow]skipped[/yellow] {error}")
+
+    red_cell, cells, images, with_cells = pooled_diameter(readable())
     if not images:
         raise ValueError("no readable image among the given paths")
-    if not diameters:
+    if red_cell is None:
         raise ValueError(f"no lone red cell in the {images} image(s): give whole fields from a "
                          "thin part of the smear, where some red cells lie apart")
-    red_cell = float(statistics.median(diameters))
-    result = {"red_cell_px": round(red_cell, 1), "red_cells": len(diameters), "images": images,
+    result = {"red_cell_px": round(red_cell, 1), "red_cells": cells, "images": images,
               "images_with_red_cells": with_cells,
               "scale_vs_training": round(red_cell / PBC_RED_CELL_DIAMETER, 3)}
     if json_output:
         print(json.dumps(result, indent=2))
         return
-    print(f"red cells {red_cell:.1f} px across (median of {len(diameters)} lone red cells in "
+    print(f"red cells {red_cell:.1f} px across (median of {cells} lone red cells in "
           f"{with_cells} of {images} images): cells appear x{result['scale_vs_training']:.2f} "
           f"the size they had in the training images ({PBC_RED_CELL_DIAMETER} px red cells)")
-    if len(diameters) < 30:
-        print(f"only {len(diameters)} lone red cells: more fields give a steadier figure")
+    if cells < 30:
+        print(f"only {cells} lone red cells: more fields give a steadier figure")
     print(f"use it with: edgehemo classify --red-cell-px {red_cell:.1f} ..., or "
           f"[cellfinder] red_cell_px = {red_cell:.1f}")
 

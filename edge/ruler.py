@@ -187,7 +187,23 @@ class RedCellRuler:
         return len(self._diameters)
 
 
-def pooled_diameter(images: Iterable[np.ndarray]) -> tuple[float | None, int]:
-    """The median lone red-cell diameter over many images of one site, and how many cells."""
-    diameters = [d for image in images for d in red_cell_diameters(image)]
-    return (float(np.median(diameters)) if diameters else None), len(diameters)
+class PooledRedCells(NamedTuple):
+    """Lone red cells pooled over many images of one site."""
+
+    diameter: float | None  # their median diameter, None where there was none
+    cells: int
+    images: int
+    images_with_cells: int
+
+
+def pooled_diameter(images: Iterable[np.ndarray]) -> PooledRedCells:
+    """The median lone red-cell diameter over many images of one site, and what it came from."""
+    diameters: list[float] = []
+    count = with_cells = 0
+    for image in images:
+        found = red_cell_diameters(image)
+        count += 1
+        with_cells += bool(found)
+        diameters += found
+    median = float(np.median(diameters)) if diameters else None
+    return PooledRedCells(median, len(diameters), count, with_cells)
