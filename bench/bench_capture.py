@@ -11,7 +11,8 @@ clip `--repeats` times, and reports frames/s and milliseconds per stage. The sam
 with torch eager in place of the runtime (what a user would write with the training checkpoint),
 so ratios come from one run on one machine, once more with the live view publishing (the
 current frame as JPEG and the figures, 4 times per second), and once with each crop's mirror
-images averaged (`[capture] tta`). Needs edgehemo[train] for torch.
+images averaged (`[capture] tta`, the daemon's default; the other rows run one view, so that
+runtime and torch compare like for like). Needs edgehemo[train] for torch.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(1)
     classifier = Classifier.load(args.model, backend="cpu", settings={"threads": 1})
-    runtimes = {f"{args.model} (onnxruntime)": classifier.predict_framed}
+    runtimes = {f"{args.model} (onnxruntime), one view": classifier.predict_framed}
     try:
         runtimes[f"{args.torch_model} (torch eager)"] = torch_predict(args.torch_model)
     except ImportError:
@@ -161,9 +162,10 @@ def main() -> None:
     lines = [header, "|" + "---|" * (len(STAGES) + 6)]
     results = {}
     runs = [(name, predict, False) for name, predict in runtimes.items()]
-    runs.append((f"{args.model} (onnxruntime) + live view", classifier.predict_framed, True))
+    runs.append((f"{args.model} (onnxruntime), one view + live view", classifier.predict_framed,
+                 True))
     mirrored = Classifier.load(args.model, backend="cpu", settings={"threads": 1}, tta=True)
-    runs.append((f"{args.model} (onnxruntime), mirror images averaged (tta)",
+    runs.append((f"{args.model} (onnxruntime), mirror images averaged (tta, the default)",
                  mirrored.predict_framed, False))
     for size, frames in sizes.items():
         for name, predict, live in runs:

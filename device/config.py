@@ -25,7 +25,8 @@ class CaptureSettings(BaseModel):
     model: str = Field("cbam_cnn_int8", description="Model name or artifact path.")
     backend: str = Field("cpu", description="cpu, gpu, tflite or edgetpu.")
     threads: int = Field(1, ge=0, description="Inference threads (0 = runtime default).")
-    tta: bool = Field(False, description="Average each crop and its mirror images (4 runs).")
+    tta: bool = Field(True, description="Average each crop and its mirror images (4 runs per "
+                      "crop; false: one run).")
     classes: str | None = Field(
         None, description="The only classes an answer may name: comma-separated, white_cells "
         "(no platelet or nucleated red cell is counted), nucleated_cells (no platelet) or all. "

@@ -92,16 +92,30 @@ def test_capture_answers_name_no_platelet_unless_told_every_class(tmp_path, clip
     assert changed and all(was == "platelet" for was, _ in changed)
 
 
-def test_capture_can_count_white_cells_only_and_average_mirror_images(tmp_path, clip_path):
-    told = json.loads(run_cli("capture", "--source", clip_path, "--state-dir", tmp_path / "told",
-                              "--set", "capture.classes=white_cells", "--set", "capture.tta=true",
-                              "--json").stdout)
-    assert told["cells"]
+def test_capture_averages_mirror_images_unless_told_and_can_count_white_cells_only(
+        tmp_path, clip_path):
+    def capture(name, *settings):
+        sets = [arg for setting in settings for arg in ("--set", setting)]
+        return json.loads(run_cli("capture", "--source", clip_path, "--state-dir",
+                                  tmp_path / name, *sets, "--json").stdout)
+
+    def settings(name):
+        with ResultStore.existing(tmp_path / name) as store:
+            return store.session()["settings"]
+
+    mirrored, one = capture("mirrored"), capture("one", "capture.tta=false")
+    assert settings("mirrored")["capture"]["tta"] is True  # the default
+    assert settings("one")["capture"]["tta"] is False
+    assert len(one["cells"]) == len(mirrored["cells"])  # the same cells, averaged or not
+    gaps = [abs(a["probabilities"][name] - b["probabilities"][name])
+            for a, b in zip(one["cells"], mirrored["cells"], strict=True)
+            for name in a["probabilities"]]
+    assert max(gaps) > 1e-3
+    told = capture("told", "capture.classes=white_cells")
+    assert len(told["cells"]) == len(mirrored["cells"])
     assert not {"platelet", "erythroblast"} & {cell["class"] for cell in told["cells"]}
-    with ResultStore.existing(tmp_path / "told") as store:
-        settings = store.session()["settings"]
-    assert settings["capture"]["classes"] == "white_cells" and settings["capture"]["tta"] is True
-    assert "erythroblast" not in settings["answer_classes"]
+    assert settings("told")["capture"]["classes"] == "white_cells"
+    assert "erythroblast" not in settings("told")["answer_classes"]
     typo = run_cli("capture", "--source", clip_path, "--state-dir", tmp_path / "typo",
                    "--set", "capture.classes=white_cell", check=False)
     assert typo.returncode == 2 and "unknown class(es) white_cell" in typo.stderr
