@@ -328,3 +328,17 @@ def test_test_time_augmentation_averages_each_image_and_its_mirror_images(backen
     assert np.abs(averaged - plain.predict_framed(images)).max() > 5e-3
     raw = [load_image(samples_dir / path) for path in data.files[:2]]
     assert np.allclose(tta.predict_raw(raw).sum(axis=1), 1, atol=1e-5)
+
+
+def test_litert_quantises_the_input_as_round_half_to_even_of_value_over_scale():
+    backend = Classifier.load("cbam_cnn_int8", backend="tflite").backend
+    scale, zero_point = backend._input["quantization"]
+    rng = np.random.default_rng(1)
+    batch = (rng.standard_normal((2, 3, 64, 64)) * 3).astype(np.float32)
+    batch.flat[:40] = (np.arange(40, dtype=np.float32) - 20.5 - zero_point) * scale  # halves
+    nhwc = batch.transpose(0, 2, 3, 1)
+    expected = np.clip(np.round(nhwc / scale + zero_point), -128, 127).astype(np.int8)
+    got = backend._quantize(nhwc)
+    assert got.dtype == np.int8 and got.flags["C_CONTIGUOUS"]
+    assert np.array_equal(got, expected)
+    assert got.min() == -128 and got.max() == 127  # +-3 sigma reaches past the int8 range

@@ -72,12 +72,20 @@ class LiteRT(Backend):
             raise BackendError(f"{self.artifact}: LiteRT cannot load it ({error})") from error
 
     def _quantize(self, batch: np.ndarray) -> np.ndarray:
+        """`batch` (any strides, e.g. a transposed view) as the model's contiguous input."""
         dtype = self._input["dtype"]
         if dtype == np.float32:
-            return batch
+            return np.ascontiguousarray(batch)
         scale, zero_point = self._input["quantization"]
         info = np.iinfo(dtype)
-        return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
+        # round(batch / scale + zero_point), clipped, in place in one contiguous buffer: the
+        # layout change happens in the first pass (a third of the time of the plain expression)
+        values = np.empty(batch.shape, np.float32)
+        np.divide(batch, scale, out=values)
+        values += zero_point
+        np.rint(values, out=values)
+        np.clip(values, info.min, info.max, out=values)
+        return values.astype(dtype)
 
     def _dequantize(self, values: np.ndarray) -> np.ndarray:
         if values.dtype == np.float32:
@@ -88,7 +96,7 @@ class LiteRT(Backend):
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self._nhwc:
             batch = batch.transpose(0, 2, 3, 1)
-        batch = np.ascontiguousarray(self._quantize(batch))
+        batch = self._quantize(batch)
         model_batch = int(self._input["shape"][0])
         if model_batch == len(batch):
             return self._invoke(batch)
