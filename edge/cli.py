@@ -15,6 +15,7 @@ from typing import Annotated, cast, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edgehemo import __version__
 from edgehemo.cli_capture import (
@@ -195,7 +196,8 @@ def train(
     assert result.card.training is not None
     console.print(
         f"best val accuracy {best:.4f} at epoch {result.card.training.best_epoch}; "
-        f"{result.card.training.seconds_per_epoch:.1f} s/epoch; checkpoint {result.checkpoint}"
+        f"{result.card.training.seconds_per_epoch:.1f} s/epoch; checkpoint {result.checkpoint}",
+        markup=False,
     )
 
 
@@ -219,9 +221,10 @@ def adapt(
     adapted = card.data["batchnorm_adapted"]
     console.print(f"wrote {checkpoint}: {adapted['layers']} BatchNorm layers re-estimated from "
                   f"{adapted['images']} images of {data}"
-                  + (f" ({adapted['skipped']} unreadable skipped)" if adapted["skipped"] else ""))
+                  + (f" ({adapted['skipped']} unreadable skipped)" if adapted["skipped"] else ""),
+                  markup=False)
     console.print(f"next: edgehemo evaluate --model {checkpoint} --data LABELLED_SITE_IMAGES, "
-                  f"then edgehemo export {checkpoint} ...")
+                  f"then edgehemo export {checkpoint} ...", markup=False)
 
 
 @app.command()
@@ -340,7 +343,7 @@ def export(
         model, formats=parse_formats(formats), calibration=calibration,
         calibration_count=calibration_count, eval_data=eval_data or calibration, out=out,
         takes=cast(Takes, takes),
-        progress=lambda message: console.print(f"[dim]{message}[/dim]"),
+        progress=lambda message: console.print(f"[dim]{escape(message)}[/dim]"),
     )
     table = Table(title=f"export of {model}")
     for column in ("format", "name", "status", "size MB", "test acc", "agreement w/ fp32",
@@ -400,7 +403,7 @@ def classify(
     result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px,
                             allowed=allowed)
     for path, reason in result.skipped:
-        console.print(f"[yellow]skipped[/yellow] {path}: {reason}")
+        console.print(f"[yellow]skipped[/yellow] {escape(f'{path}: {reason}')}")
     if json_output:
         print(json.dumps([p.as_dict() for p in result.predictions], indent=2))
     elif csv_output:
@@ -427,7 +430,7 @@ def magnification(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Measure a microscope's magnification from its images: the median lone red cell's
-    diameter in pixels, for `classify --red-cell-px` or `[cellfinder] red_cell_px`."""
+    diameter in pixels, for `classify --red-cell-px` or the config's `cellfinder.red_cell_px`."""
     import numpy as np
 
     from edgehemo.device.classify import walk
@@ -444,7 +447,7 @@ def magnification(
             try:
                 yield load_image(path)
             except ImageReadError as error:
-                console.print(f"[yellow]skipped[/yellow] {error}")
+                console.print(f"[yellow]skipped[/yellow] {escape(str(error))}")
 
     red_cell, cells, images, with_cells = pooled_diameter(readable())
     if not images:
@@ -499,7 +502,7 @@ def benchmark(
         low = [r.name for r in rows if r.accuracy is not None and r.accuracy < min_accuracy]
         failed = [r.name for r in rows if r.status != "passed"]
         if low or failed:
-            console.print(f"[red]below {min_accuracy}:[/red] {low}; failed: {failed}")
+            console.print(f"[red]below {min_accuracy}:[/red] {escape(f'{low}; failed: {failed}')}")
             raise typer.Exit(1)
 
 
@@ -508,7 +511,6 @@ def doctor(
     state_dir: Annotated[Path | None, typer.Option(help="Where results are stored.")] = None,
 ) -> None:
     """Check this machine: runtimes, accelerators, cameras, disk, model integrity."""
-    from rich.markup import escape
 
     from edgehemo.device.config import default_state_dir
     from edgehemo.device.doctor import run_checks
@@ -564,7 +566,8 @@ def models(
         )
     out.print(table)
     if architectures is None:
-        out.print("Architectures: install edgehemo[train] (torch) to list and train them.")
+        out.print(escape("Architectures: install edgehemo[train] (torch) to list and train "
+                         "them."))
         return
     arch = Table(title="Architectures (edgehemo train NAME)")
     for column in ("name", "family", "input", "params", "paper"):
@@ -589,7 +592,7 @@ def main() -> None:
     try:
         app()
     except (EdgehemoError, ValueError, FileNotFoundError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")
         sys.exit(2)
 
 

@@ -103,7 +103,7 @@ def capture(
     console.print(
         f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} frames/s); "
         f"ended: {summary.end_reason}; results in {directory} "
-        f"(`edgehemo results {summary.session_uid}`)"
+        f"(`edgehemo results {summary.session_uid}`)", markup=False,
     )
 
 
@@ -140,7 +140,7 @@ def results(
         from edgehemo.store import write_atomically
 
         write_atomically(out, text.encode())
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out}", markup=False)
 
 
 def status(
@@ -204,7 +204,7 @@ def service_install(
         return
     plan = install(platform, root=root)  # type: ignore[arg-type]
     for line in plan.done:
-        console.print(line)
+        console.print(line, markup=False)
     if root is None:
         console.print("next: edit /etc/edgehemo/edgehemo.toml, then "
                       "`sudo systemctl enable --now edgehemo`; `edgehemo status` shows it.")
@@ -249,7 +249,7 @@ def report(
         html_to_pdf(text, target)
     else:
         write_atomically(target, text.encode())
-    console.print(f"wrote {target}")
+    console.print(f"wrote {target}", markup=False)
 
 
 def review(
@@ -277,7 +277,7 @@ def review(
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     suffix = f"/?token={required}" if required else "/"
     console.print(f"review page: http://{shown}:{server.server_address[1]}{suffix}  "
-                  f"(results in {directory}; Ctrl-C stops)")
+                  f"(results in {directory}; Ctrl-C stops)", markup=False)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -305,4 +305,4 @@ def export_reviewed(
         raise ValueError("no reviewed cell to export: review cells first (`edgehemo review`)")
     for name, n in sorted(exported.items()):
         print(f"{name}\t{n}")
-    console.print(f"wrote {sum(exported.values())} images to {out}")
+    console.print(f"wrote {sum(exported.values())} images to {out}", markup=False)

@@ -65,6 +65,9 @@ def test_user_errors_are_one_clear_line(tmp_path, tiny_npz):
     assert result.returncode == 2 and "no weights named 'no_such_model'" in result.stderr
     result = run("evaluate", "--model", "cbam_cnn", "--data", tmp_path / "x.npz", check=False)
     assert result.returncode == 2 and "no such file" in result.stderr
+    # brackets in a message (an extra to install, a config section, a path) are printed as is
+    result = run("classify", tmp_path / "cells[train].jpg", check=False)
+    assert result.returncode == 2 and "cells[train].jpg" in result.stderr
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path, tiny_npz):
