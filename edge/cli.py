@@ -127,6 +127,11 @@ def train(
                      "field_hue (field, plus stains of another colour) or field_zoom "
                      "(field_hue, plus a much wider range of cell sizes)."),
     ] = None,
+    mixstyle: Annotated[
+        float | None, typer.Option(help="Probability per batch of MixStyle on the first two "
+                                   "stages (feature statistics mixed between images; training "
+                                   "only, the model is unchanged; 0: off).")
+    ] = None,
     ema: Annotated[float | None, typer.Option(help="EMA decay of the weights (0: off).")] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (0: off).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights, order and augmentation.")] = 0,
@@ -183,7 +188,8 @@ def train(
         batch_size=batch_size, lr=lr,
         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
         gamma=gamma, loss=loss, label_smoothing=label_smoothing, focal_alpha=focal_alpha,
-        focal_gamma=focal_gamma, augment=augment, ema=ema, patience=patience, seed=seed,
+        focal_gamma=focal_gamma, augment=augment, mixstyle=mixstyle, ema=ema,
+        patience=patience, seed=seed,
         threads=threads, crop_fraction=crop_fraction, input_size=input_size,
         colour_norm=colour_norm, framing=framing, bf16=bf16, device=device,
         time_budget=time_budget,

@@ -356,3 +356,46 @@ def test_a_second_view_is_drawn_for_about_half_the_images(sample_set):
 def test_an_unknown_framing_is_refused(tiny_npz, tmp_path):
     with pytest.raises(ValueError, match="framing"):
         train(_config(tiny_npz, tmp_path / "run", epochs=1, framing="middle"))
+
+
+def test_mixstyle_restyles_training_features_only_and_keeps_the_model_unchanged():
+    from torch import nn
+
+    from edgehemo.train.mixstyle import MixStyle, attach_mixstyle
+    from edgehemo.train.registry import count_parameters, create_model
+
+    # two "images" whose channels have other means and deviations: mixed, each lands between
+    features = torch.stack([torch.randn(4, 8, 8) * 1 + 0, torch.randn(4, 8, 8) * 3 + 5])
+    stage = nn.Identity()
+    out = MixStyle(1.0, 0.1, np.random.default_rng(0))(stage, (features,), features)
+    means, stds = features.mean((2, 3)), features.std((2, 3))
+    new_means, new_stds = out.mean((2, 3)), out.std((2, 3))
+    low, high = torch.minimum(means[0], means[1]), torch.maximum(means[0], means[1])
+    assert bool(((new_means >= low - 1e-3) & (new_means <= high + 1e-3)).all())
+    assert bool(((new_stds >= stds.min(0).values * 0.95) &
+                 (new_stds <= stds.max(0).values * 1.05)).all())
+    assert not torch.allclose(out, features)
+    stage.eval()  # evaluation: the features pass untouched
+    assert MixStyle(1.0, 0.1, np.random.default_rng(0))(stage, (features,), features) is features
+
+    model = create_model("cbam_cnn")
+    parameters = count_parameters(model)
+    x = torch.randn(6, 3, 64, 64)
+    model.eval()
+    before = model(x)
+    handles = attach_mixstyle(model, 1.0, seed=3)
+    assert count_parameters(model) == parameters
+    assert torch.equal(model(x), before)  # no effect at inference
+    model.train()
+    restyled = model.features[:2](x)
+    again = create_model("cbam_cnn")
+    again.load_state_dict(model.state_dict())
+    attach_mixstyle(again.train(), 1.0, seed=3)
+    assert torch.allclose(again.features[:2](x), restyled)  # same seed, same draws
+    for handle in handles:
+        handle.remove()
+    assert not torch.allclose(model.features[:2](x), restyled)
+    with pytest.raises(ValueError, match="features"):
+        attach_mixstyle(nn.Linear(2, 2), 0.5, seed=0)
+    with pytest.raises(ValueError, match="probability"):
+        MixStyle(1.5, 0.1, np.random.default_rng(0))

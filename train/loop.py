@@ -36,6 +36,7 @@ from edgehemo.train.compact import expand_state
 from edgehemo.train.data import TrainBatches, predict_probabilities
 from edgehemo.train.evaluate import load_model
 from edgehemo.train.losses import make_loss
+from edgehemo.train.mixstyle import attach_mixstyle
 from edgehemo.train.recipes import recipe
 from edgehemo.train.registry import count_parameters, create_model, model_info
 
@@ -63,6 +64,7 @@ class TrainConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     augment: str = "strong"
+    mixstyle: float = 0.0  # probability of MixStyle on the first two stages' features (0: off)
     ema: float = 0.998
     patience: int = 0
     seed: int = 0
@@ -386,6 +388,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
             load_pretrained(model, config.pretrained)
     # channels_last is ~30% faster for these convolutions on CPU and changes no result.
     model = model.to(device=device, memory_format=torch.channels_last)
+    if config.mixstyle > 0:
+        attach_mixstyle(model, config.mixstyle, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     batches = TrainBatches(train_set, spec, batch_size=config.batch_size,
                            augment_config=PRESETS[config.augment], generator=generator,
