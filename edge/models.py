@@ -140,6 +140,10 @@ def resolve_artifact(
                 f"{candidate}: a {manifest.format} model; this backend runs {', '.join(formats)}"
             )
         return Artifact(candidate.stem, candidate, manifest)
+    if candidate.suffix and candidate.is_file():
+        raise ModelNotFoundError(
+            f"{candidate}: not an exported model (an .onnx or .tflite file with its manifest "
+            "beside it, or a model name from `edgehemo models`)")
     available = list_artifacts(models_dir)
     for artifact in available:
         if artifact.name == str(name_or_path) and artifact.manifest.format in formats:

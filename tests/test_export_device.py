@@ -128,6 +128,10 @@ def test_corrupt_or_mismatched_artifacts_are_refused(exported, tmp_path):
         Classifier.load(artifact, backend="cpuu")
     with pytest.raises(ModelNotFoundError, match="no exported model named"):
         Classifier.load("no_such_model_int8")
+    picture = tmp_path / "cell.jpg"  # an existing file that is no model: said so
+    picture.write_bytes(b"\xff\xd8 not a model")
+    with pytest.raises(ModelNotFoundError, match=r"cell\.jpg: not an exported model"):
+        Classifier.load(picture)
     # the shipped HemoNet int8 is a TFLite file only: the ONNX backend says which one runs it
     with pytest.raises(ModelNotFoundError, match=r"hemonet_int8 exists only as tflite; this "
                        r"backend runs onnx: run it with --backend tflite"):
