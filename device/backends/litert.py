@@ -79,7 +79,8 @@ class LiteRT(Backend):
         scale, zero_point = self._input["quantization"]
         info = np.iinfo(dtype)
         # round(batch / scale + zero_point), clipped, in place in one contiguous buffer: the
-        # layout change happens in the first pass (a third of the time of the plain expression)
+        # layout change happens in the first pass (one 64x64 crop: 25.6 us against 34.5 us for
+        # the plain expression and a copy)
         values = np.empty(batch.shape, np.float32)
         np.divide(batch, scale, out=values)
         values += zero_point
