@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlparse
 
 from edgehemo.device.live import read_live
 from edgehemo.report import DISCLAIMER, STYLE, render_report
-from edgehemo.results import session_results
+from edgehemo.results import session_results, unanswered_classes
 from edgehemo.store import ResultStore, StorageError
 from edgehemo.store.schema import NOT_A_CELL
 
@@ -147,9 +147,13 @@ class ReviewApp:
         with self.store() as store:
             data = session_results(store, uid)
         classes = data["classes"]
+        not_answers = unanswered_classes(data)
         counts = "".join(
             f"<tr><td>{e(n)}</td><td class='n' id='count-{e(n)}'>{c}</td></tr>"
-            for n, c in data["counts"].items())
+            for n, c in data["counts"].items() if n not in not_answers)
+        if not_answers:  # still offered below: a reviewer may give a cell one of these
+            counts += (f"<tr><td colspan='2'>not counted in this session: "
+                       f"{e(', '.join(not_answers))}</td></tr>")
         groups: dict[str, list[dict[str, Any]]] = {}
         for cell in data["cells"]:
             groups.setdefault(cell["label"], []).append(cell)

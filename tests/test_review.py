@@ -235,3 +235,16 @@ def test_report_with_gradcam_from_the_source_checkpoint_only(state, tmp_path):
     assert page.count("Grad-CAM of cell") == 8
     with pytest.raises(CheckpointError, match="not the checkpoint"):
         session_overlays("se_cnn", data, state)
+
+
+def test_the_review_page_counts_platelets_only_once_a_reviewer_gives_one(state, server):
+    with ResultStore.in_dir(state) as store:
+        uid, first = session_results(store, 1)["uid"], store.cells(1)[0]
+    _, page, _ = request(f"{server}/session/{uid}")
+    assert b"not counted in this session: platelet" in page
+    assert b"id='count-platelet'" not in page and b"<option value='platelet'" in page
+    assert request(f"{server}/api/cells/{first['id']}/review",
+                   {"reviewer": "Ana", "action": "reclassify", "new_class": "platelet"},
+                   POST)[0] == 200
+    _, page, _ = request(f"{server}/session/{uid}")
+    assert b"id='count-platelet'>1<" in page and b"not counted in this session" not in page
