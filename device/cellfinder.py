@@ -29,6 +29,11 @@ from edgehemo.preprocess import opencv
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, x1/y1 exclusive
 
 
+# BCCD's lone red cells measure 88.6 px across in its 640x480 frames (bench/bench_ruler.py), the
+# frames the default sizes were tuned on
+TUNED_RED_CELL_PX = 88.6
+
+
 class CellFinderSettings(BaseModel):
     """Thresholds of the cell finder; the defaults come from the BCCD trainval tuning."""
 
@@ -71,6 +76,32 @@ class CellFinderSettings(BaseModel):
     drop_edge_cells: bool = Field(
         False, description="Ignore nuclei that touch the frame border (cut-off cells)."
     )
+    sizes_follow_red_cells: bool = Field(
+        True,
+        description="Once the session's red-cell diameter is known (red_cell_px, or measured "
+        "and fixed), scale downscale, close_px and min_area_px by it over tuned_red_cell_px, so "
+        "that another objective or camera resolution finds the same cells; false keeps them as "
+        "set (sizes tuned by hand for this camera).",
+    )
+    tuned_red_cell_px: float = Field(
+        TUNED_RED_CELL_PX, gt=0,
+        description="Red-cell diameter in the frames the pixel sizes above are meant for "
+        "(the defaults: BCCD's 640x480 frames).",
+    )
+
+    def at_red_cell(self, red_cell: float) -> CellFinderSettings:
+        """These settings for frames whose red cells measure `red_cell` pixels."""
+        if not self.sizes_follow_red_cells:
+            return self
+        if red_cell <= 0:
+            raise ValueError(f"a red-cell diameter must be positive, got {red_cell}")
+        scale = red_cell / self.tuned_red_cell_px
+        return self.model_copy(update={
+            "downscale": min(16, max(1, round(self.downscale * scale))),
+            "close_px": round(self.close_px * scale),
+            "min_area_px": round(self.min_area_px * scale * scale),
+            "tuned_red_cell_px": red_cell,
+        })
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ benchmark times it as it is.
 The tracker runs before the classifier so that a cell seen in many frames of a still field is
 classified once, when it first appears. With a red-cell ruler, the finder's classifier windows are
 resized to the training magnification once the session's red cells have been measured; the
-ruler follows the tracker's field shift so that a red cell in many frames is measured once.
+ruler follows the tracker's field shift so that a red cell in many frames is measured once. When
+the session's red-cell size is fixed (given, or measured), the finder's pixel sizes follow it
+(`CellFinderSettings.at_red_cell`): another objective or camera resolution finds the same cells.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +29,8 @@ from edgehemo.preprocess import PBC_CROP_FRACTION, opencv
 from edgehemo.ruler import RedCellRuler, pbc_window_side
 
 STAGES = ("quality", "find", "track", "classify", "count")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,9 @@ class FramePipeline:
         self.crop_fraction = crop_fraction  # of the model's training fields, for the ruler
         self._track_labels: dict[int, str] = {}
         self._ruler_fed = False  # the ruler has seen a frame the tracker has seen
+        self._finder_sized = False  # the finder's sizes follow the session's red cells
+        if ruler is not None and ruler.diameter is not None:
+            self._size_finder(ruler.diameter)
 
     def process(self, frame_bgr: np.ndarray) -> FrameOutcome:
         clock = time.perf_counter
@@ -140,7 +148,20 @@ class FramePipeline:
             rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)  # ~40x faster than numpy's flip
             red_cell = self.ruler.update(rgb, track.shift if same_field else None)
             self._ruler_fed = True
+        if self.ruler.diameter is not None and not self._finder_sized:
+            self._size_finder(self.ruler.diameter)  # from the next frame on
         if red_cell is None:
             return found
         side = pbc_window_side(self.crop_fraction, red_cell)
         return [with_window(cell, side) for cell in found]
+
+    def _size_finder(self, red_cell: float) -> None:
+        self._finder_sized = True
+        if not isinstance(self.finder, CellFinder):
+            return
+        settings = self.finder.settings.at_red_cell(red_cell)
+        if settings != self.finder.settings:
+            self.finder = CellFinder(settings)
+            logger.info("cell finder sized for %.1f px red cells: downscale %d, close_px %d, "
+                        "min_area_px %d", red_cell, settings.downscale, settings.close_px,
+                        settings.min_area_px)

@@ -466,3 +466,44 @@ def test_a_class_that_was_no_answer_is_counted_once_a_reviewer_gives_it():
     assert unanswered_classes(session) == ["platelet"]
     session["counts"]["platelet"] = 1  # a reviewer corrected a cell to platelet
     assert unanswered_classes(session) == []
+
+
+def test_the_finders_sizes_follow_the_sites_red_cells(tmp_path, clip_frames, samples_dir):
+    from edgehemo.device.cellfinder import CellFinderSettings
+    from edgehemo.device.pipeline import FramePipeline
+    from edgehemo.device.session import SlideSession
+    from edgehemo.ruler import RedCellRuler
+
+    half = CellFinderSettings().at_red_cell(44.3)  # half BCCD's 88.6 px red cells
+    assert (half.downscale, half.close_px, half.min_area_px) == (2, 4, 750)
+    fixed = CellFinderSettings(sizes_follow_red_cells=False)
+    assert fixed.at_red_cell(44.3) == fixed
+
+    # the clip's six fields, and the same at half the magnification (another objective, or a
+    # smaller camera): the default sizes drop most nuclei, sized by the red cells they do not
+    def cells(name, fields, *settings):
+        folder = tmp_path / name
+        folder.mkdir()
+        for index, frame in enumerate(fields):
+            cv2.imwrite(str(folder / f"{index:02d}.png"), frame)
+        sets = [arg for setting in settings for arg in ("--set", setting)]
+        return len(json.loads(run_cli("capture", "--source", folder, "--state-dir",
+                                      tmp_path / f"{name}-state", *sets, "--json").stdout)["cells"])
+
+    fields = [field_frame(clip_frames, f) for f in range(6)]
+    halved = [cv2.resize(f, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for f in fields]
+    full = cells("full", fields)
+    assert cells("half", halved) < full / 2
+    assert cells("half-sized", halved, "cellfinder.red_cell_px=44.3") == full
+    assert cells("half-fixed", halved, "cellfinder.red_cell_px=44.3",
+                 "cellfinder.sizes_follow_red_cells=false") < full / 2
+
+    # measured in the session: from the frame after the figure is fixed
+    pipeline = FramePipeline(lambda crops: np.full((len(crops), 2), 0.5), ("a", "b"), 64,
+                             SlideSession(("a", "b")), ruler=RedCellRuler(enough=3, first=1))
+    for image in sorted(samples_dir.glob("*/*.jpg")):
+        pipeline.process(cv2.imread(str(image)))
+        if pipeline.ruler.diameter is not None:
+            break
+    expected = CellFinderSettings().at_red_cell(pipeline.ruler.diameter)
+    assert pipeline.finder.settings == expected != CellFinderSettings()
