@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgehemo.device.cellfinder import CellFinder, CellFinderSettings
+from edgehemo.device.cellfinder import TUNED_RED_CELL_PX, CellFinder, CellFinderSettings
 from edgehemo.device.classifier import Classifier
 from edgehemo.device.config import CaptureConfig
 from edgehemo.device.daemon import CaptureDaemon, CaptureSummary
@@ -65,7 +65,8 @@ def finder_for(height: int) -> CellFinderSettings:
         return CellFinderSettings()
     scale = height / 480
     return CellFinderSettings(downscale=8, close_px=round(9 * scale / 2),
-                              min_area_px=round(3000 * scale**2))
+                              min_area_px=round(3000 * scale**2),
+                              tuned_red_cell_px=TUNED_RED_CELL_PX * scale)
 
 
 def torch_predict(model_name: str):
