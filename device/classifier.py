@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from edgehemo.classes import answer_classes, restricted
 from edgehemo.device.backends.base import Backend, BackendError, backend_class
 from edgehemo.errors import CheckpointError
 from edgehemo.manifest import ArtifactManifest, verify_artifact
@@ -30,12 +31,14 @@ class Classifier:
     """An artifact running on a backend; probabilities for framed or raw cell images.
 
     `tta`: average the probabilities over each image and its mirror images (4 runs per image;
-    docs/robustness.md measures what it changes).
+    docs/robustness.md measures what it changes). `answers`: indices of the only classes an
+    answer may name (`restrict_answers`), their probabilities renormalised; None: every class.
     """
 
     artifact: Artifact
     backend: Backend
     tta: bool = False
+    answers: tuple[int, ...] | None = None
 
     @property
     def manifest(self) -> ArtifactManifest:
@@ -50,8 +53,10 @@ class Classifier:
         settings: dict[str, Any] | None = None,
         models_dir: Path | None = None,
         tta: bool = False,
+        classes: str | None = None,
     ) -> Classifier:
-        """Resolve, verify (sha256, input spec) and warm up a model on `backend`."""
+        """Resolve, verify (sha256, input spec) and warm up a model on `backend`; `classes`:
+        the only classes an answer may name, as `restrict_answers` takes them."""
         backend_type = backend_class(backend)
         artifact = resolve_artifact(name_or_path, formats=backend_type.formats,
                                     models_dir=models_dir)
@@ -66,10 +71,24 @@ class Classifier:
         runner = backend_type(artifact.path, artifact.manifest, backend_settings)
         classifier = cls(artifact, runner, tta)
         classifier._check_input_spec()
+        if classes is not None:
+            classifier.restrict_answers(classes)
         # The first inference allocates and plans; doing it now keeps it off the first frame.
         size = artifact.manifest.preprocessing.input_size
         classifier.backend.run(np.zeros((1, 3, size, size), dtype=np.float32))
         return classifier
+
+    def restrict_answers(self, spec: str) -> None:
+        """Let answers name only the classes `spec` gives (`edgehemo.classes.answer_classes`:
+        comma-separated names, white_cells, nucleated_cells or all)."""
+        allowed = answer_classes(spec, self.manifest.classes)
+        self.answers = None if len(allowed) == len(self.manifest.classes) else allowed
+
+    @property
+    def answer_names(self) -> list[str]:
+        """The classes an answer may name."""
+        classes = self.manifest.classes
+        return list(classes) if self.answers is None else [classes[i] for i in self.answers]
 
     def _check_input_spec(self) -> None:
         real = self.backend.input_shape()
@@ -103,5 +122,8 @@ class Classifier:
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         if not self.tta:
-            return softmax(self.backend.run(batch))
-        return np.mean([softmax(self.backend.run(view)) for view in mirror_views(batch)], axis=0)
+            probabilities = softmax(self.backend.run(batch))
+        else:
+            probabilities = np.mean([softmax(self.backend.run(view))
+                                     for view in mirror_views(batch)], axis=0)
+        return probabilities if self.answers is None else restricted(probabilities, self.answers)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edgehemo.classes import restricted
 from edgehemo.device.classifier import Classifier
 from edgehemo.errors import ImageReadError
 from edgehemo.preprocess import load_image
@@ -47,12 +46,10 @@ def walk(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def classify_paths(classifier: Classifier, paths: Iterable[Path], *, top_k: int = 3,
-                   batch_size: int = 32, red_cell: float | None = None,
-                   allowed: Sequence[int] | None = None) -> ClassifyResult:
+                   batch_size: int = 32, red_cell: float | None = None) -> ClassifyResult:
     """Predictions for every readable image; unreadable files are skipped with the reason.
     `red_cell`: the images' red-cell diameter in pixels, when known for the microscope; needs a
-    model that frames with the ruler. `allowed`: indices of the only classes an answer may name
-    (`edgehemo.classes.answer_classes`); their probabilities are renormalised."""
+    model that frames with the ruler."""
     framing = classifier.manifest.preprocessing.framing
     if red_cell is not None and (red_cell <= 0 or framing != "ruler"):
         raise ValueError(
@@ -61,15 +58,13 @@ def classify_paths(classifier: Classifier, paths: Iterable[Path], *, top_k: int 
             "red-cell diameter would not be used")
     result = ClassifyResult()
     classes = classifier.manifest.classes
-    k = max(1, min(top_k, len(classes) if allowed is None else len(allowed)))
+    k = max(1, min(top_k, len(classifier.answer_names)))
     pending: list[tuple[Path, np.ndarray]] = []
 
     def flush() -> None:
         if not pending:
             return
         probabilities = classifier.predict_raw([image for _, image in pending], red_cell)
-        if allowed is not None:
-            probabilities = restricted(probabilities, allowed)
         for (path, _), row in zip(pending, probabilities, strict=True):
             order = np.argsort(row)[::-1][:k]
             result.predictions.append(Prediction(

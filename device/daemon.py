@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgehemo.classes import ALL_CLASSES, NUCLEATED_CELLS, answer_classes, restricted
+from edgehemo.classes import ALL_CLASSES, NUCLEATED_CELLS
 from edgehemo.device.cellfinder import CellFinder, grow, window
 from edgehemo.device.classifier import Classifier
 from edgehemo.device.config import CaptureConfig
@@ -168,16 +168,9 @@ class CaptureDaemon:
             settings={"threads": c.threads, **self.config.backend_options}, tta=c.tta,
         )
         manifest = classifier.manifest
-        predict = classifier.predict_framed
-        allowed = answer_classes(session_answer_spec(c.classes, manifest.takes),
-                                 manifest.classes)
-        if len(allowed) < len(manifest.classes):
-
-            def predict(crops: np.ndarray) -> np.ndarray:
-                return restricted(classifier.predict_framed(crops), allowed)
-
-            logger.info("answers restricted to %s",
-                        ", ".join(manifest.classes[i] for i in allowed))
+        classifier.restrict_answers(session_answer_spec(c.classes, manifest.takes))
+        if classifier.answers is not None:
+            logger.info("answers restricted to %s", ", ".join(classifier.answer_names))
         finder: Finder
         ruler = None
         if manifest.takes == "whole_frame":
@@ -197,7 +190,7 @@ class CaptureDaemon:
                            interrupted)
         session = SlideSession(manifest.classes, c.target_count, c.low_confidence)
         pipeline = FramePipeline(
-            predict, manifest.classes, manifest.preprocessing.input_size,
+            classifier.predict_framed, manifest.classes, manifest.preprocessing.input_size,
             session, quality=QualityGate(self.config.quality),
             finder=finder, tracker=CellTracker(self.config.tracking),
             colour_reference=manifest.colour_reference, ruler=ruler,
@@ -216,7 +209,7 @@ class CaptureDaemon:
                 settings={**self.config.model_dump(mode="json"),
                           "model_preprocessing": manifest.preprocessing.model_dump(mode="json"),
                           "model_takes": manifest.takes,
-                          "answer_classes": [manifest.classes[i] for i in allowed],
+                          "answer_classes": classifier.answer_names,
                           "colour_reference": manifest.colour_reference is not None},
             ))
         except BaseException:

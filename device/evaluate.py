@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgehemo.classes import answer_classes, restricted
 from edgehemo.datasets import ImageSet, align_classes, load_dataset
 from edgehemo.device.classifier import Classifier
 from edgehemo.metrics import classification_report
 
 
-def evaluate_classifier(classifier: Classifier, data: ImageSet,
-                        allowed: Sequence[int] | None = None) -> tuple[dict[str, Any], np.ndarray]:
-    """Report and probabilities of `classifier` on framed images; `allowed`: the only classes
-    an answer may name (`edgehemo.classes.answer_classes`)."""
+def evaluate_classifier(classifier: Classifier, data: ImageSet) -> tuple[dict[str, Any],
+                                                                          np.ndarray]:
+    """Report and probabilities of `classifier` on framed images."""
     data = align_classes(data, classifier.manifest.classes)
     start = time.perf_counter()
     probabilities = classifier.predict_framed(data.images)
-    if allowed is not None:
-        probabilities = restricted(probabilities, allowed)
     seconds = time.perf_counter() - start
     report = classification_report(data.labels, probabilities.argmax(1), data.classes)
     report["ms_per_image"] = 1000 * seconds / max(1, len(data))
@@ -44,10 +39,9 @@ def evaluate_artifact(
     """Full metrics of an exported model on one split, through the chosen backend; `classes`
     restricts the answers as `classify --classes` does, `tta` averages mirror images."""
     classifier = Classifier.load(name_or_path, backend=backend, settings=settings,
-                                 models_dir=models_dir, tta=tta)
+                                 models_dir=models_dir, tta=tta, classes=classes)
     dataset = load_dataset(data, split, classifier.manifest.preprocessing)
-    allowed = None if classes is None else answer_classes(classes, classifier.manifest.classes)
-    report, _ = evaluate_classifier(classifier, dataset, allowed)
+    report, _ = evaluate_classifier(classifier, dataset)
     report.update({
         "model": classifier.artifact.name,
         "architecture": classifier.manifest.architecture,
@@ -59,8 +53,7 @@ def evaluate_artifact(
         "data": str(data),
         "split": split,
         "file_bytes": classifier.manifest.bytes,
-        "answer_classes": (None if allowed is None
-                           else [classifier.manifest.classes[i] for i in allowed]),
+        "answer_classes": None if classes is None else classifier.answer_names,
         "tta": tta,
     })
     return report

@@ -395,7 +395,6 @@ def classify(
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
     """Classify single-cell images of any size; non-image files are reported and skipped."""
-    from edgehemo.classes import answer_classes
     from edgehemo.device.classifier import Classifier
     from edgehemo.device.classify import classify_paths
 
@@ -403,11 +402,9 @@ def classify(
     if missing:
         raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
     classifier = Classifier.load(model, backend=backend,
-                                 settings=_backend_settings(threads, backend_option), tta=tta)
-    allowed = (None if classes is None
-               else answer_classes(classes, classifier.manifest.classes))
-    result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px,
-                            allowed=allowed)
+                                 settings=_backend_settings(threads, backend_option), tta=tta,
+                                 classes=classes)
+    result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px)
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {escape(f'{path}: {reason}')}")
     if json_output:
