@@ -78,8 +78,9 @@ class CellFinderSettings(BaseModel):
     )
     sizes_follow_red_cells: bool = Field(
         True,
-        description="Once the session's red-cell diameter is known (red_cell_px, or measured "
-        "and fixed), scale downscale, close_px and min_area_px by it over tuned_red_cell_px, so "
+        description="With window = red_cells: once the session's red-cell diameter is known "
+        "(red_cell_px, or measured and fixed), scale downscale, close_px and min_area_px by it "
+        "over tuned_red_cell_px, so "
         "that another objective or camera resolution finds the same cells; false keeps them as "
         "set (sizes tuned by hand for this camera).",
     )
