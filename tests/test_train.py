@@ -356,6 +356,9 @@ def test_a_second_view_is_drawn_for_about_half_the_images(sample_set):
 def test_an_unknown_framing_is_refused(tiny_npz, tmp_path):
     with pytest.raises(ValueError, match="framing"):
         train(_config(tiny_npz, tmp_path / "run", epochs=1, framing="middle"))
+    with pytest.raises(ValueError, match=r"--mixstyle -0\.5: a probability"):
+        train(_config(tiny_npz, tmp_path / "mixed", epochs=1, mixstyle=-0.5))
+    assert not (tmp_path / "mixed").exists()  # refused before anything is written
 
 
 def test_mixstyle_restyles_training_features_only_and_keeps_the_model_unchanged():

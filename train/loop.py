@@ -369,6 +369,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         raise ValueError(f"unknown framing {config.framing!r}; expected {', '.join(FRAMINGS)}")
     if config.augment not in PRESETS:
         raise ValueError(f"unknown augmentation {config.augment!r}; expected {', '.join(PRESETS)}")
+    if not 0 <= config.mixstyle <= 1:
+        raise ValueError(f"--mixstyle {config.mixstyle}: a probability, within 0..1")
     torch.manual_seed(config.seed)
     base_weights = resolve_weights(config.model) if config.finetune else None
     if base_weights is not None:
