@@ -6,7 +6,10 @@ plain to them (165 neutrophils, 37 eosinophils, 28 lymphocytes, 1 monocyte; the 
 as unsure): `bench/data/bccd_wbc_types.csv`. Those labels are not a haematologist's, and they
 favour the easy cells; read the figures as a check of what a new microscope does to a model, not
 as a clinical accuracy. Each cell is cut at its box (a tight crop, as a user of another lab would
-hand it to `classify`) and framed by each model's own preprocessing.
+hand it to `classify`) and framed by each model's own preprocessing: for ruler framing, as
+`classify` and `evaluate` frame a folder, at the magnification measured over all 231 crops
+(`edgehemo.sitescale`: tight crops show too few lone red cells, so their nuclei give it);
+`--each-image` frames each crop on its own instead (`classify --each-image`).
 
     python bench/bench_bccd_types.py --models cbam_cnn cbam_cnn_lab cbam_cnn_int8 [--out FILE]
 
@@ -47,6 +50,7 @@ from bench_robustness import (
     box_rows,
     cut_boxes,
     frame_raw,
+    frame_set,
     mirrored_mean,
 )
 
@@ -122,11 +126,21 @@ def around_nucleus(crop_bgr: np.ndarray, ratio: float, model: Model) -> np.ndarr
     return cv2.resize(window(rgb, box), (side, side), interpolation=cv2.INTER_AREA)
 
 
-def framed_crops(model: Model, crops: list[np.ndarray], ratio: float | None = None) -> np.ndarray:
-    """The crops framed by the model's own preprocessing, or by a window of `ratio` nucleus
-    extents."""
-    return np.stack([frame_raw(crop, model.spec) if ratio is None
-                     else around_nucleus(crop, ratio, model) for crop in crops])
+def framed_crops(model: Model, crops: list[np.ndarray], ratio: float | None = None,
+                 each_image: bool = False) -> tuple[np.ndarray, str]:
+    """The crops framed by the model's own preprocessing (as `classify` frames a folder, or
+    with `each_image` each crop on its own), or by a window of `ratio` nucleus extents; and
+    the framing's description."""
+    if ratio is not None:
+        framed = np.stack([around_nucleus(crop, ratio, model) for crop in crops])
+        return framed, f"{ratio:g} x nucleus"
+    framed, scale = frame_set(crops, model.spec, each_image)
+    if scale is None:
+        return framed, model.spec.framing + (", each crop on its own" if each_image else "")
+    if scale.red_cell is None:
+        return framed, f"{model.spec.framing} (no magnification over the crops)"
+    return framed, (f"{model.spec.framing} ({scale.red_cell:.1f} px red cells, from the crops' "
+                    f"{scale.source})")
 
 
 def score(model: Model, framed: np.ndarray, truth: list[str], classes: list[str],
@@ -166,6 +180,9 @@ def main() -> None:
                              "magnification measured by its red cells (the capture's framing)")
     parser.add_argument("--classes", help="the only classes an answer may name, as "
                         "`classify --classes` takes them (e.g. white_cells)")
+    parser.add_argument("--each-image", action="store_true",
+                        help="frame each box crop at its own magnification (classify "
+                             "--each-image), not the one measured over all the crops")
     parser.add_argument("--tta", action="store_true",
                         help="average each cell and its mirror images (classify --tta)")
     args = parser.parse_args()
@@ -191,7 +208,7 @@ def main() -> None:
         allowed = None if args.classes is None else answer_classes(args.classes, model.classes)
         runs = [(model.name, None, None)]
         if site:
-            adapted = model.adapted(np.stack([frame_raw(crop, model.spec) for crop in site]))
+            adapted = model.adapted(frame_set(site, model.spec, args.each_image)[0])
             if adapted is not None:
                 runs.append((f"{model.name} + BatchNorm re-estimated on BCCD", adapted, None))
         runs += [(model.name, None, ratio) for ratio in args.nucleus_window]
@@ -213,8 +230,7 @@ def main() -> None:
                                                    model.spec, red_cell) for crop in crops])
                 framing = f"ruler ({red_cell:.1f} px red cells given, box crops)"
             else:
-                framed = framed_crops(model, crops, ratio)
-                framing = model.spec.framing if ratio is None else f"{ratio:g} x nucleus"
+                framed, framing = framed_crops(model, crops, ratio, args.each_image)
             result = score(model, framed, truth, classes, predict, allowed, args.tta)
             mix = ", ".join(f"{c} {n / len(truth):.0%}" for c, n in result["predicted"])
             cells = [label, framing, f"{result['accuracy']:.3f}",

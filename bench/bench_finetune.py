@@ -31,7 +31,7 @@ from bench_robustness import (
     SHARED,
     Model,
     bccd_frames,
-    frame_raw,
+    frame_set,
     lab_stats,
     load_val,
     mirrored_mean,
@@ -49,8 +49,9 @@ def predictions(model: Model, framed: np.ndarray, tta: bool) -> np.ndarray:
 
 def site_accuracy(model: Model, images: list[np.ndarray], labels: np.ndarray,
                   tta: bool = False) -> tuple[float, float]:
-    """Accuracy and balanced accuracy (mean per-class recall) on the site's held-out crops."""
-    framed = np.stack([frame_raw(im, model.spec) for im in images])
+    """Accuracy and balanced accuracy (mean per-class recall) on the site's held-out crops,
+    framed as `classify` frames a folder of them (at the magnification measured over all)."""
+    framed, _ = frame_set(images, model.spec)
     hits = predictions(model, framed, tta) == labels
     return float(hits.mean()), float(np.mean([hits[labels == c].mean() for c in set(labels)]))
 

@@ -8,8 +8,10 @@ another lab (BCCD, Reinhard transfer in LAB), a stain shift in optical-density s
 balance, exposure, defocus, JPEG, sensor noise, and magnification (the cell smaller or larger in
 the crop), and the crop a user hands over (wide with the cell small, tight with the cell touching
 the border, off-centre). Each model frames the shifted image with its own preprocessing (centre,
-auto, cell or ruler framing). Accuracy per shift and the share of crops the manifest's colour
-reference calls unfamiliar.
+auto, cell or ruler framing); with ruler framing each shifted set is framed at the magnification
+measured over all its images, as `classify` and `evaluate` frame a folder (`--each-image`: each
+image on its own). Accuracy per shift and the share of crops the manifest's colour reference
+calls unfamiliar.
 
 Part 2 - BCCD full-field frames (another lab, no cell-type labels): cells found by the cell
 finder and framed as the capture daemon frames them (a window of the model's training window in
@@ -17,7 +19,8 @@ red-cell diameters, BCCD's red cells pooled over its frames as a session pools t
 framing is not ruler gets the finder's nucleus window), then the predicted class mix, mean
 confidence, low-confidence and unfamiliar shares, and stability (the same frame shifted by 3
 pixels and JPEG re-encoded: same class for the same cell?). Then BCCD's annotated white cells
-cut at their boxes (tight crops) through each model's framing.
+cut at their boxes (tight crops) through each model's framing (the set's magnification, as
+above).
 
 Models are exported artifacts run through the device runtime (NAME or NAME:BACKEND, e.g.
 cbam_cnn_int8:tflite) or torch weights (a shipped name or a .pt checkpoint); NAME@FRAMING
@@ -44,6 +47,7 @@ from edgehemo.models import is_artifact_name
 from edgehemo.ood import ColourReference
 from edgehemo.preprocess import PreprocessSpec, crop_and_resize, mirror_views, normalize
 from edgehemo.ruler import pbc_window_side, pooled_diameter
+from edgehemo.sitescale import SiteScale, site_scale
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -210,8 +214,21 @@ def shifts(bccd_colours: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Call
     return out
 
 
-def frame_raw(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    return crop_and_resize(np.ascontiguousarray(image[..., ::-1]), spec)
+def frame_raw(image: np.ndarray, spec: PreprocessSpec,
+              red_cell: float | None = None) -> np.ndarray:
+    return crop_and_resize(np.ascontiguousarray(image[..., ::-1]), spec, red_cell)
+
+
+def frame_set(images: list[np.ndarray], spec: PreprocessSpec, each_image: bool = False
+              ) -> tuple[np.ndarray, SiteScale | None]:
+    """Raw BGR images of one site framed as `classify` and `evaluate` frame a folder: at the
+    magnification measured over all of them (`edgehemo.sitescale`), or with `each_image` (their
+    `--each-image`) each on its own."""
+    scale = None
+    if spec.framing == "ruler" and not each_image:
+        scale = site_scale(np.ascontiguousarray(im[..., ::-1]) for im in images)
+    red_cell = scale.red_cell if scale is not None else None
+    return np.stack([frame_raw(im, spec, red_cell) for im in images]), scale
 
 
 def load_val(root: Path) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
@@ -265,6 +282,9 @@ def main() -> None:
     parser.add_argument("--csv", type=Path)
     parser.add_argument("--adapt-bn", action="store_true",
                         help="also BatchNorm re-estimation on each shifted set (torch models)")
+    parser.add_argument("--each-image", action="store_true",
+                        help="frame each image at its own magnification (classify "
+                             "--each-image) instead of the one measured over its set")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     models = [Model(name) for name in args.models]
@@ -283,7 +303,7 @@ def main() -> None:
         for model in models:
             if list(model.classes) != classes:
                 raise SystemExit(f"{model.name}: classes {model.classes} differ from {classes}")
-            framed = np.stack([frame_raw(im, model.spec) for im in shifted])
+            framed, _ = frame_set(shifted, model.spec, args.each_image)
             accuracy = float((model.predict(framed).argmax(1) == labels).mean())
             odd = (f" ({model.reference.unfamiliar(framed).mean():.0%} unfamiliar)"
                    if model.reference else "")
@@ -362,7 +382,7 @@ def main() -> None:
                   "model's preprocessing:", "",
                   "| model | framing | top classes | mean confidence |", "|---|---|---|---:|"]
         for model in models:
-            probabilities = model.predict(np.stack([frame_raw(c, model.spec) for c in boxes]))
+            probabilities = model.predict(frame_set(boxes, model.spec, args.each_image)[0])
             mix = Counter(model.classes[i] for i in probabilities.argmax(1))
             top = ", ".join(f"{name} {n / len(boxes):.0%}" for name, n in mix.most_common(3))
             lines.append(f"| {model.name} | {model.spec.framing} | {top} | "

@@ -4,7 +4,8 @@
 
 - PBC's training fields: the pooled median lone red-cell diameter, the reference the shipped
   models' windows are expressed in (`edgehemo.ruler.PBC_RED_CELL_DIAMETER`), and its spread
-  from field to field;
+  from field to field; and the median nucleus extent of its white cells, the reference of the
+  nucleus ruler for tight crops (`edgehemo.sitescale.PBC_NUCLEUS_EXTENT`);
 - PBC's validation fields rescaled by a known factor: the measured factor (does the ruler follow
   the magnification?);
 - BCCD (another lab's 640x480 frames): its pooled diameter, how many frames have a lone red cell
@@ -29,6 +30,7 @@ from bench_robustness import SHARED, rescaled
 
 from edgehemo.datasets import image_files
 from edgehemo.device.cellfinder import CellFinder
+from edgehemo.framing import locate_nucleus
 from edgehemo.ruler import MIN_RED_CELLS, red_cell_diameters
 
 
@@ -67,6 +69,11 @@ def main() -> None:
                  f"median diameter **{median:.1f} px**; {len(per_field)} fields with at least "
                  f"{MIN_RED_CELLS}, their own medians {p10:.1f}-{p90:.1f} px (10th-90th "
                  "percentile)")
+    white = [read_rgb(p) for d in sorted((args.pbc / "train").iterdir())
+             if d.name not in ("erythroblast", "platelet") for p in image_files(d)]
+    extents = [n.extent for n in map(locate_nucleus, white) if n is not None]
+    lines.append(f"- PBC training fields of white cells: {len(extents)} of {len(white)} with a "
+                 f"nucleus found, median nucleus extent **{np.median(extents):.1f} px**")
 
     val = [read_rgb(p) for d in sorted((args.pbc / "val").iterdir()) for p in image_files(d)]
     base, _, _ = field_figures(val)

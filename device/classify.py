@@ -12,6 +12,7 @@ import numpy as np
 from edgehemo.device.classifier import Classifier
 from edgehemo.errors import ImageReadError
 from edgehemo.preprocess import load_image
+from edgehemo.sitescale import SiteScale, site_scale
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Prediction:
 class ClassifyResult:
     predictions: list[Prediction] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    scale: SiteScale | None = None  # the magnification measured over all the images
 
 
 def walk(paths: Iterable[Path]) -> Iterator[Path]:
@@ -46,17 +48,24 @@ def walk(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def classify_paths(classifier: Classifier, paths: Iterable[Path], *, top_k: int = 3,
-                   batch_size: int = 32, red_cell: float | None = None) -> ClassifyResult:
+                   batch_size: int = 32, red_cell: float | None = None,
+                   one_microscope: bool = True) -> ClassifyResult:
     """Predictions for every readable image; unreadable files are skipped with the reason.
     `red_cell`: the images' red-cell diameter in pixels, when known for the microscope; needs a
-    model that frames with the ruler."""
+    model that frames with the ruler. Not given, and `one_microscope`, it is measured over all
+    the images first (`edgehemo.sitescale`): a tight crop has no ruler of its own."""
     framing = classifier.manifest.preprocessing.framing
     if red_cell is not None and (red_cell <= 0 or framing != "ruler"):
         raise ValueError(
             f"a red-cell diameter must be positive, got {red_cell}" if red_cell <= 0 else
             f"{classifier.manifest.name} frames raw images with {framing!r}, not 'ruler': a "
             "red-cell diameter would not be used")
+    paths = list(walk(paths))
     result = ClassifyResult()
+    if red_cell is None and one_microscope and framing == "ruler":
+        result.scale = site_scale(_raw_images(paths, classifier.manifest.preprocessing.input_size))
+        red_cell = result.scale.red_cell
+        logger.info("%s", result.scale.describe())
     classes = classifier.manifest.classes
     k = max(1, min(top_k, len(classifier.answer_names)))
     pending: list[tuple[Path, np.ndarray]] = []
@@ -73,7 +82,7 @@ def classify_paths(classifier: Classifier, paths: Iterable[Path], *, top_k: int 
             ))
         pending.clear()
 
-    for path in walk(paths):
+    for path in paths:
         try:
             pending.append((path, load_image(path)))
         except ImageReadError as error:
@@ -83,3 +92,15 @@ def classify_paths(classifier: Classifier, paths: Iterable[Path], *, top_k: int 
             flush()
     flush()
     return result
+
+
+def _raw_images(paths: list[Path], input_size: int) -> Iterator[np.ndarray]:
+    """The readable images that are not already framed crops at the model's input size (one at
+    a time: a large folder is read twice rather than held in memory)."""
+    for path in paths:
+        try:
+            image = load_image(path)
+        except ImageReadError:
+            continue  # reported by the classifying pass
+        if image.shape[:2] != (input_size, input_size):
+            yield image

@@ -381,8 +381,15 @@ def classify(
         float | None, typer.Option(help="The images' red-cell diameter in pixels, if known for "
                                    "this microscope (e.g. a capture session's red_cell_px): "
                                    "cells are framed at the training magnification even in "
-                                   "crops without lone red cells (ruler framing).")
+                                   "crops without lone red cells (ruler framing). Not given, "
+                                   "it is measured over all the given images: their lone red "
+                                   "cells, or where too few show (tight crops) their white "
+                                   "cells' nuclei.")
     ] = None,
+    each_image: Annotated[
+        bool, typer.Option("--each-image", help="The images come from different microscopes: "
+                           "measure each one's magnification on its own, not once over all.")
+    ] = False,
     classes: Annotated[
         str | None, typer.Option(help="The only classes an answer may name, comma-separated, "
                                  "white_cells (the crops are known to be white cells: no "
@@ -404,9 +411,12 @@ def classify(
     classifier = Classifier.load(model, backend=backend,
                                  settings=_backend_settings(threads, backend_option), tta=tta,
                                  classes=classes)
-    result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px)
+    result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px,
+                            one_microscope=not each_image)
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {escape(f'{path}: {reason}')}")
+    if result.scale is not None:
+        console.print(escape(result.scale.describe()))
     if json_output:
         print(json.dumps([p.as_dict() for p in result.predictions], indent=2))
     elif csv_output:

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgehemo.errors import DatasetError, ImageReadError
 from edgehemo.preprocess import IMAGE_SUFFIXES, PreprocessSpec, crop_and_resize, load_image
+from edgehemo.sitescale import site_scale
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,13 @@ def image_files(folder: Path) -> list[Path]:
     )
 
 
+def _read(file: Path) -> np.ndarray:
+    try:
+        return load_image(file)
+    except ImageReadError as error:
+        raise DatasetError(str(error)) from error
+
+
 def folder_classes(path: str | Path, split: str | None = None) -> tuple[str, ...]:
     """Class names of an ImageFolder (sorted sub-folder names), optionally of one split."""
     root = Path(path)
@@ -166,8 +174,12 @@ def load_image_folder(
     spec: PreprocessSpec,
     *,
     classes: tuple[str, ...] | None = None,
+    one_microscope: bool = True,
 ) -> ImageSet:
-    """Read `ROOT/<split>/<class>/*` (or `ROOT/<class>/*`), framing each image with `spec`."""
+    """Read `ROOT/<split>/<class>/*` (or `ROOT/<class>/*`), framing each image with `spec`.
+    With ruler framing and `one_microscope`, the split's magnification is measured over all its
+    images first (`edgehemo.sitescale`) and every image framed at it; the images are read twice
+    rather than held raw in memory."""
     root = Path(path)
     split_root = root / split
     if not split_root.is_dir():
@@ -182,18 +194,22 @@ def load_image_folder(
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DatasetError(f"{split_root}: class folder(s) {unknown} not in {list(classes)}")
+    members = {class_dir: image_files(class_dir) for class_dir in class_dirs}
+    for class_dir, listed in members.items():
+        if not listed:
+            raise DatasetError(f"{class_dir}: empty class folder (no image files)")
+    red_cell = None
+    if spec.framing == "ruler" and one_microscope:
+        scale = site_scale(image for listed in members.values() for file in listed
+                           if (image := _read(file)).shape[:2] != (spec.input_size,) * 2)
+        red_cell = scale.red_cell
+        logger.info("%s: %s", split_root, scale.describe())
     images: list[np.ndarray] = []
     labels: list[int] = []
     files: list[str] = []
-    for class_dir in class_dirs:
-        members = image_files(class_dir)
-        if not members:
-            raise DatasetError(f"{class_dir}: empty class folder (no image files)")
-        for file in members:
-            try:
-                images.append(crop_and_resize(load_image(file), spec))
-            except ImageReadError as error:
-                raise DatasetError(str(error)) from error
+    for class_dir, listed in members.items():
+        for file in listed:
+            images.append(crop_and_resize(_read(file), spec, red_cell))
             labels.append(classes.index(class_dir.name))
             files.append(str(file.relative_to(root)))
     logger.info("read %d images in %d classes from %s", len(images), len(class_dirs), split_root)
