@@ -35,12 +35,15 @@ def evaluate_artifact(
     models_dir: Path | None = None,
     classes: str | None = None,
     tta: bool = False,
+    one_microscope: bool = True,
 ) -> dict[str, Any]:
     """Full metrics of an exported model on one split, through the chosen backend; `classes`
-    restricts the answers as `classify --classes` does, `tta` averages mirror images."""
+    restricts the answers as `classify --classes` does, `tta` averages mirror images,
+    `one_microscope` frames an ImageFolder split at the magnification measured over it."""
     classifier = Classifier.load(name_or_path, backend=backend, settings=settings,
                                  models_dir=models_dir, tta=tta, classes=classes)
-    dataset = load_dataset(data, split, classifier.manifest.preprocessing)
+    dataset = load_dataset(data, split, classifier.manifest.preprocessing,
+                           one_microscope=one_microscope)
     report, _ = evaluate_classifier(classifier, dataset)
     report.update({
         "model": classifier.artifact.name,

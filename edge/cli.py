@@ -260,6 +260,11 @@ def evaluate(
     ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average each image and its mirror "
                                       "images (4 runs per image).")] = False,
+    each_image: Annotated[
+        bool, typer.Option("--each-image", help="An ImageFolder split's images come from "
+                           "different microscopes: frame each at its own magnification, not "
+                           "the one measured over the split.")
+    ] = False,
 ) -> None:
     """Accuracy, F1, per-class precision/recall/sensitivity/specificity, confusion matrix.
 
@@ -275,14 +280,15 @@ def evaluate(
             raise ValueError("--write-card applies to torch checkpoints, not exported models")
         report = evaluate_artifact(model, data, split, backend=backend,
                                    settings=_backend_settings(threads, backend_option),
-                                   classes=classes, tta=tta)
+                                   classes=classes, tta=tta, one_microscope=not each_image)
         if confusion_png is not None:
             plot_confusion_matrix(report, confusion_png, title=f"{model} on {split}")
     else:
         from edgehemo.train.evaluate import evaluate_checkpoint
 
         report = evaluate_checkpoint(model, data, split, confusion_png=confusion_png,
-                                     record_in_card=write_card, classes=classes, tta=tta)
+                                     record_in_card=write_card, classes=classes, tta=tta,
+                                     one_microscope=not each_image)
     if json_out is not None:
         text = json.dumps(report, indent=2) + "\n"
         if str(json_out) == "-":

@@ -71,13 +71,15 @@ def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
     return ImageSet(data.images, mapping[data.labels], classes, data.files, data.source)
 
 
-def load_dataset(path: str | Path, split: str, spec: PreprocessSpec) -> ImageSet:
-    """Read split `split` of an npz file or an ImageFolder directory."""
+def load_dataset(path: str | Path, split: str, spec: PreprocessSpec, *,
+                 one_microscope: bool = True) -> ImageSet:
+    """Read split `split` of an npz file or an ImageFolder directory (`one_microscope`: see
+    `load_image_folder`)."""
     path = Path(path)
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if path.is_dir():
-        return load_image_folder(path, split, spec)
+        return load_image_folder(path, split, spec, one_microscope=one_microscope)
     if path.suffix == ".npz":
         return load_npz(path, split, spec)
     if not path.exists():

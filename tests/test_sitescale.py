@@ -3,6 +3,7 @@ classify and the ImageFolder loader use it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -116,3 +117,19 @@ def test_image_folder_with_ruler_framing_uses_the_splits_magnification(tight_fol
     assert np.array_equal(pooled.images, expected)
     assert np.array_equal(each.images, np.stack([crop_and_resize(im, spec) for im in raw]))
     assert not np.array_equal(pooled.images, each.images)
+
+
+def test_evaluate_frames_a_folder_at_its_magnification_and_each_image_opts_out(tight_folder):
+    """The bundled fields as tight crops at 1.5x: one scale over the folder brings back the
+    cells' size that framing each crop by its own nucleus loses."""
+    runner = CliRunner()
+    accuracy = {}
+    for model in ("cbam_cnn_int8", "cbam_cnn"):  # device runtime and torch
+        for extra in ([], ["--each-image"]):
+            result = runner.invoke(app, ["evaluate", "--model", model, "--data",
+                                         str(tight_folder), "--json", "-", *extra])
+            assert result.exit_code == 0, result.output
+            accuracy[model, bool(extra)] = json.loads(result.stdout)["accuracy"]
+    for model in ("cbam_cnn_int8", "cbam_cnn"):
+        assert accuracy[model, False] >= 0.9
+        assert accuracy[model, True] < accuracy[model, False] - 0.1

@@ -53,17 +53,20 @@ def evaluate_checkpoint(
     record_in_card: bool = False,
     classes: str | None = None,
     tta: bool = False,
+    one_microscope: bool = True,
 ) -> dict[str, Any]:
     """Full metrics of a shipped model or checkpoint on one split of a dataset; `classes`
     restricts the answers as `classify --classes` does and `tta` averages mirror images (neither
-    is recorded in a card)."""
+    is recorded in a card); `one_microscope` frames an ImageFolder split at the magnification
+    measured over it."""
     weights = resolve_weights(name_or_path)
     if (classes is not None or tta) and record_in_card:
         raise ValueError("--classes and --tta change the answers: their metrics are not "
                          "recorded in a card")
     allowed = None if classes is None else answer_classes(classes, weights.card.classes)
     model = load_model(weights.checkpoint, weights.card)
-    dataset = align_classes(load_dataset(data, split, weights.card.preprocessing),
+    dataset = align_classes(load_dataset(data, split, weights.card.preprocessing,
+                                         one_microscope=one_microscope),
                              weights.card.classes)
     start = time.perf_counter()
     probabilities = predict_probabilities(model, dataset, weights.card.preprocessing, tta=tta)
