@@ -25,6 +25,7 @@ from edgehemo.datasets import image_files
 from edgehemo.errors import DatasetError, ImageReadError
 from edgehemo.models import resolve_weights
 from edgehemo.preprocess import PreprocessSpec, crop_and_resize, load_image, normalize
+from edgehemo.sitescale import site_scale
 from edgehemo.store.atomic import sha256_file, write_atomically
 from edgehemo.train.evaluate import load_model
 
@@ -58,19 +59,26 @@ def reestimate_batchnorm(model: nn.Module, framed: np.ndarray, spec: PreprocessS
 
 def read_site_images(folder: Path, spec: PreprocessSpec, limit: int, seed: int = 0
                      ) -> tuple[np.ndarray, int]:
-    """Up to `limit` images from `folder` (any layout, labels ignored), framed like training;
+    """Up to `limit` images from `folder` (any layout, labels ignored), framed as `classify`
+    frames a folder of one site (with ruler framing, at the magnification measured over them);
     unreadable files are skipped with a warning. Returns the images and how many were skipped."""
     files = image_files(folder)
     if not files:
         raise DatasetError(f"{folder}: no images found (jpg, png, bmp, tif)")
     order = np.random.default_rng(seed).permutation(len(files))[:limit]
-    framed, skipped = [], 0
+    raw, skipped = [], 0
     for index in sorted(order):
         try:
-            framed.append(crop_and_resize(load_image(files[index]), spec))
-        except (ImageReadError, ValueError) as error:
+            raw.append(load_image(files[index]))
+        except ImageReadError as error:
             logger.warning("skipping %s: %s", files[index], error)
             skipped += 1
+    red_cell = None
+    if spec.framing == "ruler":
+        scale = site_scale(im for im in raw if im.shape[:2] != (spec.input_size,) * 2)
+        red_cell = scale.red_cell
+        logger.info("%s: %s", folder, scale.describe())
+    framed = [crop_and_resize(image, spec, red_cell) for image in raw]
     if len(framed) < MIN_IMAGES:
         raise DatasetError(f"{folder}: {len(framed)} readable images; at least {MIN_IMAGES} are "
                            "needed to estimate the statistics")
