@@ -102,9 +102,11 @@ def test_labelled_bccd_cells_are_boxes_of_bccd_and_the_bench_scores_the_shipped_
     rows = [line.split("|") for line in out.read_text().splitlines()
             if line.startswith("| cbam_cnn_int8")]
     accuracy = {row[2].strip(): float(row[3]) for row in rows}
-    at_boxes = accuracy.pop("ruler")  # own framing: box crops hold no lone red cell, so auto
-    assert at_boxes > 0.5  # the previous shipped model scored 0.29 here
+    # the box crops as `classify` frames a folder of them: one magnification over all, read
+    # from their nuclei (a box holds no lone red cell)
+    at_boxes = accuracy.pop(next(f for f in accuracy if "from the crops' nuclei" in f))
+    assert at_boxes > 0.6  # each crop on its own 0.62; the previous shipped model 0.29
     # cut from the frames at the magnification BCCD's red cells give, as capture cuts them; and
     # the box crops framed with that red-cell size given, as `classify --red-cell-px` does
     assert len(accuracy) == 2 and all("red cells" in framing for framing in accuracy)
-    assert all(value > at_boxes + 0.05 for value in accuracy.values())
+    assert all(value > at_boxes for value in accuracy.values())
