@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +163,14 @@ def _read(file: Path) -> np.ndarray:
         raise DatasetError(str(error)) from error
 
 
+def _unframed(files: list[Path], input_size: int) -> Iterator[np.ndarray]:
+    """The images among `files` not already framed at `input_size`, read one at a time."""
+    for file in files:
+        image = _read(file)
+        if image.shape[:2] != (input_size, input_size):
+            yield image
+
+
 def folder_classes(path: str | Path, split: str | None = None) -> tuple[str, ...]:
     """Class names of an ImageFolder (sorted sub-folder names), optionally of one split."""
     root = Path(path)
@@ -202,8 +211,8 @@ def load_image_folder(
             raise DatasetError(f"{class_dir}: empty class folder (no image files)")
     red_cell = None
     if spec.framing == "ruler" and one_microscope:
-        scale = site_scale(image for listed in members.values() for file in listed
-                           if (image := _read(file)).shape[:2] != (spec.input_size,) * 2)
+        scale = site_scale(_unframed([f for listed in members.values() for f in listed],
+                                     spec.input_size))
         red_cell = scale.red_cell
         logger.info("%s: %s", split_root, scale.describe())
     images: list[np.ndarray] = []
