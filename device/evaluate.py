@@ -58,5 +58,6 @@ def evaluate_artifact(
         "file_bytes": classifier.manifest.bytes,
         "answer_classes": None if classes is None else classifier.answer_names,
         "tta": tta,
+        "magnification": dataset.scale._asdict() if dataset.scale is not None else None,
     })
     return report

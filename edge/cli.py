@@ -297,6 +297,10 @@ def evaluate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(text)
     print(format_report(report))
+    if report.get("magnification"):
+        from edgehemo.sitescale import SiteScale
+
+        console.print(escape(SiteScale(**report["magnification"]).describe()))
 
 
 @app.command()

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgehemo.errors import DatasetError, ImageReadError
 from edgehemo.preprocess import IMAGE_SUFFIXES, PreprocessSpec, crop_and_resize, load_image
-from edgehemo.sitescale import site_scale
+from edgehemo.sitescale import SiteScale, site_scale
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class ImageSet:
     classes: tuple[str, ...]
     files: tuple[str, ...]
     source: str
+    scale: SiteScale | None = None  # the magnification measured over raw images, if it was
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -56,6 +57,7 @@ class ImageSet:
             self.classes,
             tuple(self.files[i] for i in indices) if self.files else (),
             self.source,
+            self.scale,
         )
 
 
@@ -69,7 +71,8 @@ def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
             f"{data.source}: classes {unknown} are not among the model's {list(classes)}"
         )
     mapping = np.asarray([classes.index(name) for name in data.classes])
-    return ImageSet(data.images, mapping[data.labels], classes, data.files, data.source)
+    return ImageSet(data.images, mapping[data.labels], classes, data.files, data.source,
+                    data.scale)
 
 
 def load_dataset(path: str | Path, split: str, spec: PreprocessSpec, *,
@@ -209,7 +212,7 @@ def load_image_folder(
     for class_dir, listed in members.items():
         if not listed:
             raise DatasetError(f"{class_dir}: empty class folder (no image files)")
-    red_cell = None
+    red_cell, scale = None, None
     if spec.framing == "ruler" and one_microscope:
         scale = site_scale(_unframed([f for listed in members.values() for f in listed],
                                      spec.input_size))
@@ -224,6 +227,5 @@ def load_image_folder(
             labels.append(classes.index(class_dir.name))
             files.append(str(file.relative_to(root)))
     logger.info("read %d images in %d classes from %s", len(images), len(class_dirs), split_root)
-    return ImageSet(
-        np.stack(images), np.asarray(labels, dtype=np.int64), classes, tuple(files), str(root)
-    )
+    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), classes,
+                    tuple(files), str(root), scale)

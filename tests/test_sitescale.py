@@ -129,7 +129,13 @@ def test_evaluate_frames_a_folder_at_its_magnification_and_each_image_opts_out(t
             result = runner.invoke(app, ["evaluate", "--model", model, "--data",
                                          str(tight_folder), "--json", "-", *extra])
             assert result.exit_code == 0, result.output
-            accuracy[model, bool(extra)] = json.loads(result.stdout)["accuracy"]
+            report = json.loads(result.stdout)
+            accuracy[model, bool(extra)] = report["accuracy"]
+            if extra:
+                assert report["magnification"] is None
+            else:  # recorded with the metrics
+                assert report["magnification"]["source"] == "nuclei"
+                assert report["magnification"]["images"] == 32
     for model in ("cbam_cnn_int8", "cbam_cnn"):
         assert accuracy[model, False] >= 0.9
         assert accuracy[model, True] < accuracy[model, False] - 0.1

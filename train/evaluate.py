@@ -86,6 +86,7 @@ def evaluate_checkpoint(
         "threads": torch.get_num_threads(),
         "answer_classes": None if allowed is None else [weights.card.classes[i] for i in allowed],
         "tta": tta,
+        "magnification": dataset.scale._asdict() if dataset.scale is not None else None,
     })
     if confusion_png is not None:
         plot_confusion_matrix(report, confusion_png, title=f"{weights.name} on {split}")
