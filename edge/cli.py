@@ -477,7 +477,9 @@ def magnification(
         raise ValueError("no readable image among the given paths")
     if red_cell is None:
         raise ValueError(f"no lone red cell in the {images} image(s): give whole fields from a "
-                         "thin part of the smear, where some red cells lie apart")
+                         "thin part of the smear, where some red cells lie apart (for a folder "
+                         "of tight single-cell crops, classify and evaluate read the "
+                         "magnification from the white cells' nuclei themselves)")
     result = {"red_cell_px": round(red_cell, 1), "red_cells": cells, "images": images,
               "images_with_red_cells": with_cells,
               "scale_vs_training": round(red_cell / PBC_RED_CELL_DIAMETER, 3)}
