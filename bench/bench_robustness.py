@@ -47,7 +47,7 @@ from edgehemo.models import is_artifact_name
 from edgehemo.ood import ColourReference
 from edgehemo.preprocess import PreprocessSpec, crop_and_resize, mirror_views, normalize
 from edgehemo.ruler import pbc_window_side, pooled_diameter
-from edgehemo.sitescale import SiteScale, site_scale
+from edgehemo.sitescale import SiteScale, framing_scale
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -224,9 +224,8 @@ def frame_set(images: list[np.ndarray], spec: PreprocessSpec, each_image: bool =
     """Raw BGR images of one site framed as `classify` and `evaluate` frame a folder: at the
     magnification measured over all of them (`edgehemo.sitescale`), or with `each_image` (their
     `--each-image`) each on its own."""
-    scale = None
-    if spec.framing == "ruler" and not each_image:
-        scale = site_scale(np.ascontiguousarray(im[..., ::-1]) for im in images)
+    scale = None if each_image else framing_scale(
+        (np.ascontiguousarray(im[..., ::-1]) for im in images), spec)
     red_cell = scale.red_cell if scale is not None else None
     return np.stack([frame_raw(im, spec, red_cell) for im in images]), scale
 

@@ -12,7 +12,7 @@ import numpy as np
 from edgehemo.device.classifier import Classifier
 from edgehemo.errors import ImageReadError
 from edgehemo.preprocess import load_image
-from edgehemo.sitescale import SiteScale, site_scale
+from edgehemo.sitescale import SiteScale, framing_scale
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,9 @@ def classify_paths(classifier: Classifier, paths: Iterable[Path], *, top_k: int 
             "red-cell diameter would not be used")
     paths = list(walk(paths))
     result = ClassifyResult()
-    if red_cell is None and one_microscope and framing == "ruler":
-        result.scale = site_scale(_raw_images(paths, classifier.manifest.preprocessing.input_size))
-        red_cell = result.scale.red_cell
-        logger.info("%s", result.scale.describe())
+    if red_cell is None and one_microscope:
+        result.scale = framing_scale(_readable(paths), classifier.manifest.preprocessing)
+        red_cell = result.scale.red_cell if result.scale is not None else None
     classes = classifier.manifest.classes
     k = max(1, min(top_k, len(classifier.answer_names)))
     pending: list[tuple[Path, np.ndarray]] = []
@@ -94,13 +93,11 @@ def classify_paths(classifier: Classifier, paths: Iterable[Path], *, top_k: int 
     return result
 
 
-def _raw_images(paths: list[Path], input_size: int) -> Iterator[np.ndarray]:
-    """The readable images that are not already framed crops at the model's input size (one at
-    a time: a large folder is read twice rather than held in memory)."""
+def _readable(paths: list[Path]) -> Iterator[np.ndarray]:
+    """The readable images, one at a time (a large folder is read twice rather than held in
+    memory)."""
     for path in paths:
         try:
-            image = load_image(path)
+            yield load_image(path)
         except ImageReadError:
             continue  # reported by the classifying pass
-        if image.shape[:2] != (input_size, input_size):
-            yield image

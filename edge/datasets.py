@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from edgehemo.errors import DatasetError, ImageReadError
 from edgehemo.preprocess import IMAGE_SUFFIXES, PreprocessSpec, crop_and_resize, load_image
-from edgehemo.sitescale import SiteScale, site_scale
+from edgehemo.sitescale import SiteScale, framing_scale
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +165,6 @@ def _read(file: Path) -> np.ndarray:
         raise DatasetError(str(error)) from error
 
 
-def _unframed(files: list[Path], input_size: int) -> Iterator[np.ndarray]:
-    """The images among `files` not already framed at `input_size`, read one at a time."""
-    for file in files:
-        image = _read(file)
-        if image.shape[:2] != (input_size, input_size):
-            yield image
-
-
 def folder_classes(path: str | Path, split: str | None = None) -> tuple[str, ...]:
     """Class names of an ImageFolder (sorted sub-folder names), optionally of one split."""
     root = Path(path)
@@ -212,12 +203,9 @@ def load_image_folder(
     for class_dir, listed in members.items():
         if not listed:
             raise DatasetError(f"{class_dir}: empty class folder (no image files)")
-    red_cell, scale = None, None
-    if spec.framing == "ruler" and one_microscope:
-        scale = site_scale(_unframed([f for listed in members.values() for f in listed],
-                                     spec.input_size))
-        red_cell = scale.red_cell
-        logger.info("%s: %s", split_root, scale.describe())
+    every = [file for listed in members.values() for file in listed]
+    scale = framing_scale(map(_read, every), spec) if one_microscope else None
+    red_cell = scale.red_cell if scale is not None else None
     images: list[np.ndarray] = []
     labels: list[int] = []
     files: list[str] = []

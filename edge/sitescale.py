@@ -13,13 +13,17 @@ capture daemon does once a session's red cells are measured.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 
 from edgehemo.framing import locate_nucleus
+from edgehemo.preprocess import PreprocessSpec
 from edgehemo.ruler import PBC_RED_CELL_DIAMETER, red_cell_diameters
+
+logger = logging.getLogger(__name__)
 
 # Median nucleus extent (`edgehemo.framing.locate_nucleus`) of PBC's white cells, in pixels of
 # its 360x363 fields (72.5 px red cells): 1,800 training images of the six white-cell classes of
@@ -67,3 +71,15 @@ def site_scale(images: Iterable[np.ndarray]) -> SiteScale:
         red_cell = PBC_RED_CELL_DIAMETER * float(np.median(extents)) / PBC_NUCLEUS_EXTENT
         return SiteScale(red_cell, "nuclei", len(extents), count)
     return SiteScale(None, "", 0, count)
+
+
+def framing_scale(images: Iterable[np.ndarray], spec: PreprocessSpec) -> SiteScale | None:
+    """The scale a folder of raw images is framed at under `spec`: `site_scale` over those not
+    already framed at its input size, or None (nothing read) where `spec` does not frame with
+    the ruler."""
+    if spec.framing != "ruler":
+        return None
+    side = spec.input_size
+    scale = site_scale(image for image in images if image.shape[:2] != (side, side))
+    logger.info("%s", scale.describe())
+    return scale

@@ -25,7 +25,7 @@ from edgehemo.datasets import image_files
 from edgehemo.errors import DatasetError, ImageReadError
 from edgehemo.models import resolve_weights
 from edgehemo.preprocess import PreprocessSpec, crop_and_resize, load_image, normalize
-from edgehemo.sitescale import site_scale
+from edgehemo.sitescale import framing_scale
 from edgehemo.store.atomic import sha256_file, write_atomically
 from edgehemo.train.evaluate import load_model
 
@@ -73,11 +73,8 @@ def read_site_images(folder: Path, spec: PreprocessSpec, limit: int, seed: int =
         except ImageReadError as error:
             logger.warning("skipping %s: %s", files[index], error)
             skipped += 1
-    red_cell = None
-    if spec.framing == "ruler":
-        scale = site_scale(im for im in raw if im.shape[:2] != (spec.input_size,) * 2)
-        red_cell = scale.red_cell
-        logger.info("%s: %s", folder, scale.describe())
+    scale = framing_scale(raw, spec)
+    red_cell = scale.red_cell if scale is not None else None
     framed = [crop_and_resize(image, spec, red_cell) for image in raw]
     if len(framed) < MIN_IMAGES:
         raise DatasetError(f"{folder}: {len(framed)} readable images; at least {MIN_IMAGES} are "
