@@ -1,14 +1,15 @@
 """Which int8 calibration keeps an ONNX model closest to its fp32, judged without the test split.
 
     python bench/bench_int8_calibration.py hemonet --data ../shared/data/pbc_jpeg_subset \\
-        --variants minmax:256 minmax:512 minmax:256:float-head minmax:256:float-stem \\
-        percentile:128
+        --variants minmax:256:uncorrected minmax:256 minmax:512 minmax:256:float-head \\
+        minmax:256:float-stem percentile:128
 
-Each variant is METHOD:COUNT[:KEEP], quantised as `edgehemo export` does (`quantize_onnx`) on
+Each variant is METHOD:COUNT[:OPTION], quantised as `edgehemo export` does (`quantize_onnx`,
+which corrects each quantised layer's bias on the calibration images) on
 COUNT class-stratified training images (`calibration_indices`) and compared with the fp32 graph
 on every other training image and the validation split: top-1 disagreements, mean KL divergence
 of the softmax, mean absolute logit difference, and the 99th percentile of the top-1 margin lost.
-KEEP leaves more in float besides
+OPTION `uncorrected` skips the bias correction; the others leave more in float besides
 the spatial gates `edgehemo export` always keeps: `float-head` the last Gemm (the logits layer),
 `float-stem` the first convolution, `node:NAME` that node. `--sweep` adds one variant per
 convolution and Gemm that int8 quantises (minmax:256 with that node in float): a layer-by-layer
@@ -39,14 +40,15 @@ KEEP = {"float-head": ("head",), "float-stem": ("stem",)}
 
 
 def keep_of(variant: str) -> tuple[str, ...]:
-    """KEEP of METHOD:COUNT[:KEEP] (a node name may itself hold colons)."""
+    """What METHOD:COUNT[:OPTION] keeps in float (a node name may itself hold colons)."""
     parts = variant.split(":", 2)
-    if len(parts) < 3:
+    if len(parts) < 3 or parts[2] == "uncorrected":
         return ()
     if parts[2].startswith("node:"):
         return (parts[2],)
     if parts[2] not in KEEP:
-        raise SystemExit(f"unknown KEEP {parts[2]!r}: {', '.join(KEEP)} or node:NAME")
+        raise SystemExit(f"unknown OPTION {parts[2]!r}: uncorrected, {', '.join(KEEP)} or "
+                         "node:NAME")
     return KEEP[parts[2]]
 
 
@@ -134,7 +136,8 @@ def main() -> None:
             chosen = calibration_indices(train, int(count))
             out = work / "int8.onnx"
             quantize_onnx(work / "int8_graph.onnx", out, train.subset(chosen), spec,
-                          method=method, keep_float=keep_of(variant))
+                          method=method, keep_float=keep_of(variant),
+                          bias_correction=not variant.endswith(":uncorrected"))
             rest = np.setdiff1d(np.arange(len(train)), chosen)
             scores = closeness(
                 np.concatenate([reference["train"][rest], reference["val"]]),

@@ -226,11 +226,12 @@ def export_model(
         with tempfile.TemporaryDirectory(prefix="edgehemo-onnx-") as tmp:
             int8_graph = Path(tmp) / f"{name}_ort_int8_graph.onnx"
             onnx_export.export_onnx(job.torch_model, size, int8_graph, graph="ort-int8")
-            quantize_onnx(int8_graph, path, calibration_set, job.spec)
+            shifts = quantize_onnx(int8_graph, path, calibration_set, job.spec)
         manifest = job.describe(path, "onnx", "int8", io_onnx,
                                 onnx_export.operator_summary(path),
                                 {**(calibration_info or {}), "method": "minmax", "scheme":
-                                 "QDQ, per-channel int8 weights, uint8 activations"})
+                                 "QDQ, per-channel int8 weights, uint8 activations",
+                                 "bias_correction": f"empirical, {len(shifts)} layers"})
         rows.append(job.measure(path, manifest, ExportRow("onnx-int8", path.stem, path)))
 
     tflite_formats = [f for f in formats if f.startswith("tflite")]

@@ -22,6 +22,7 @@ from onnxruntime.quantization import registry as quantizer_registry
 
 from edgehemo.datasets import ImageSet
 from edgehemo.errors import DatasetError
+from edgehemo.export.bias_correction import BiasShift, correct_biases
 from edgehemo.preprocess import PreprocessSpec, normalize
 from edgehemo.store.atomic import write_atomically
 
@@ -146,9 +147,12 @@ def quantize_onnx(
     input_name: str = "input",
     method: str = "minmax",
     keep_float: tuple[str, ...] = (),
-) -> None:
+    bias_correction: bool = True,
+) -> list[BiasShift]:
     """Static QDQ quantisation (per-channel int8 weights, uint8 activations, the spatial gates
-    and what `keep_float` names in float); atomic write."""
+    and what `keep_float` names in float), then, unless `bias_correction` is False, each
+    quantised layer's bias corrected on the calibration images (`bias_correction.py`); atomic
+    write. Returns the corrections made."""
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
@@ -170,4 +174,13 @@ def quantize_onnx(
                 calibrate_method=methods[method],
                 nodes_to_exclude=left_in_float,
             )
+        shifts: list[BiasShift] = []
+        if bias_correction:
+            int8 = onnx.load(str(quantized))
+            batches = [normalize(calibration.images[i : i + 16], spec)
+                       for i in range(0, len(calibration), 16)]
+            shifts = correct_biases(onnx.load(str(prepared)), int8, batches,
+                                    input_name=input_name)
+            onnx.save(int8, str(quantized))
         write_atomically(int8_path, quantized.read_bytes())
+    return shifts

@@ -43,6 +43,7 @@ def test_export_writes_verified_artifacts_with_manifests(exported):
     assert fp32.metrics["max_abs_logit_diff_vs_torch"] < 1e-4
     assert fp32.classes[0] == "basophil" and fp32.input.shape == ["batch", 3, 64, 64]
     assert int8.calibration["count"] == 32 and int8.calibration["split"] == "train"
+    assert int8.calibration["bias_correction"] == "empirical, 13 layers"
     assert "QuantizeLinear" in int8.operators and "QuantizeLinear" not in fp32.operators
     assert 0 <= int8.metrics["top1_agreement_with_fp32"] <= 1
     parity = int8.metrics["int8_parity"]
@@ -132,10 +133,10 @@ def test_corrupt_or_mismatched_artifacts_are_refused(exported, tmp_path):
     picture.write_bytes(b"\xff\xd8 not a model")
     with pytest.raises(ModelNotFoundError, match=r"cell\.jpg: not an exported model"):
         Classifier.load(picture)
-    # the shipped HemoNet int8 is a TFLite file only: the ONNX backend says which one runs it
-    with pytest.raises(ModelNotFoundError, match=r"hemonet_int8 exists only as tflite; this "
-                       r"backend runs onnx: run it with --backend tflite"):
-        Classifier.load("hemonet_int8", backend="cpu")
+    # the shipped HemoNet-GAP int8 is an ONNX file only: the LiteRT backend says which one runs it
+    with pytest.raises(ModelNotFoundError, match=r"hemonet_gap_int8 exists only as onnx; this "
+                       r"backend runs tflite: run it with --backend cpu"):
+        Classifier.load("hemonet_gap_int8", backend="tflite")
 
 
 def test_export_records_what_capture_feeds_the_model(checkpoint, tmp_path):
