@@ -9,7 +9,8 @@ which corrects each quantised layer's bias on the calibration images) on
 COUNT class-stratified training images (`calibration_indices`) and compared with the fp32 graph
 on every other training image and the validation split: top-1 disagreements, mean KL divergence
 of the softmax, mean absolute logit difference, and the 99th percentile of the top-1 margin lost.
-OPTION `uncorrected` skips the bias correction; the others leave more in float besides
+OPTION `uncorrected` skips the bias correction (`--uncorrected` skips it for every variant,
+as the route was before 30 Nov 2026); the others leave more in float besides
 the spatial gates `edgehemo export` always keeps: `float-head` the last Gemm (the logits layer),
 `float-stem` the first convolution, `node:NAME` that node. `--sweep` adds one variant per
 convolution and Gemm that int8 quantises (minmax:256 with that node in float): a layer-by-layer
@@ -103,6 +104,8 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="add minmax:256 with each quantised Conv/Gemm in float, one at a time")
     parser.add_argument("--test", action="store_true", help="also measure the test split")
+    parser.add_argument("--uncorrected", action="store_true",
+                        help="no bias correction in any variant (the route before 30 Nov 2026)")
     args = parser.parse_args()
     weights = resolve_weights(args.model)
     spec = weights.card.preprocessing
@@ -137,7 +140,8 @@ def main() -> None:
             out = work / "int8.onnx"
             quantize_onnx(work / "int8_graph.onnx", out, train.subset(chosen), spec,
                           method=method, keep_float=keep_of(variant),
-                          bias_correction=not variant.endswith(":uncorrected"))
+                          bias_correction=not (args.uncorrected
+                                               or variant.endswith(":uncorrected")))
             rest = np.setdiff1d(np.arange(len(train)), chosen)
             scores = closeness(
                 np.concatenate([reference["train"][rest], reference["val"]]),
