@@ -344,6 +344,10 @@ def export(
                           "cuts) or whole_frame (each field of view, e.g. HemoNet trained on "
                           "whole-field ALL/AML/MM images).")
     ] = "cell_crop",
+    bias_correction: Annotated[
+        bool, typer.Option(help="Correct each int8 layer's bias on the calibration images so "
+                           "that its mean output matches fp32 (docs/export.md).")
+    ] = True,
 ) -> None:
     """Export to ONNX and TFLite (fp32, int8) with manifests; measures each through the
     device runtime: accuracy, agreement with fp32, torch parity."""
@@ -358,7 +362,7 @@ def export(
     rows = export_model(
         model, formats=parse_formats(formats), calibration=calibration,
         calibration_count=calibration_count, eval_data=eval_data or calibration, out=out,
-        takes=cast(Takes, takes),
+        takes=cast(Takes, takes), bias_correction=bias_correction,
         progress=lambda message: console.print(f"[dim]{escape(message)}[/dim]"),
     )
     table = Table(title=f"export of {model}")

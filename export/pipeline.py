@@ -173,12 +173,15 @@ def export_model(
     eval_data: Path | None = None,
     out: Path,
     takes: Takes = "cell_crop",
+    bias_correction: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> list[ExportRow]:
     """Export `model` (shipped name or checkpoint) to each format, measure and describe it.
 
     `takes` tells capture what the model was trained on: cell crops (the cell finder cuts them)
-    or whole fields of view (each field is classified once).
+    or whole fields of view (each field is classified once). `bias_correction` corrects the
+    int8 models' biases on the calibration images (`bias_correction.py`,
+    `tflite_bias_correction.py`).
     """
     say = progress or (lambda message: None)
     needs_calibration = {"onnx-int8", "tflite", "tflite-int8"} & set(formats)
@@ -226,12 +229,14 @@ def export_model(
         with tempfile.TemporaryDirectory(prefix="edgehemo-onnx-") as tmp:
             int8_graph = Path(tmp) / f"{name}_ort_int8_graph.onnx"
             onnx_export.export_onnx(job.torch_model, size, int8_graph, graph="ort-int8")
-            shifts = quantize_onnx(int8_graph, path, calibration_set, job.spec)
+            shifts = quantize_onnx(int8_graph, path, calibration_set, job.spec,
+                                   bias_correction=bias_correction)
         manifest = job.describe(path, "onnx", "int8", io_onnx,
                                 onnx_export.operator_summary(path),
                                 {**(calibration_info or {}), "method": "minmax", "scheme":
                                  "QDQ, per-channel int8 weights, uint8 activations",
-                                 "bias_correction": f"empirical, {len(shifts)} layers"})
+                                 "bias_correction": (f"empirical, {len(shifts)} layers"
+                                                     if bias_correction else "none")})
         rows.append(job.measure(path, manifest, ExportRow("onnx-int8", path.stem, path)))
 
     tflite_formats = [f for f in formats if f.startswith("tflite")]
@@ -243,15 +248,20 @@ def export_model(
             reduced = Path(tmp) / f"{name}.onnx"
             onnx_export.export_onnx(job.torch_model, size, reduced, graph="tflite")
             say("converting to TFLite with onnx2tf (about a minute)")
-            tflite.convert(reduced, calibration_set, job.spec,
-                           targets["tflite"] if "tflite" in formats else None,
-                           targets["tflite-int8"] if "tflite-int8" in formats else None)
+            if "tflite-int8" in formats and bias_correction:
+                say("correcting the int8 TFLite biases on the calibration images")
+            shifts = tflite.convert(reduced, calibration_set, job.spec,
+                                    targets["tflite"] if "tflite" in formats else None,
+                                    targets["tflite-int8"] if "tflite-int8" in formats else None,
+                                    bias_correction=bias_correction)
         for fmt in tflite_formats:
             path = targets[fmt]
             precision = "int8" if fmt.endswith("int8") else "fp32"
             operators, float_ops = tflite.operator_summary(path)
             info = ({**(calibration_info or {}), "method": "TFLite converter, per-channel",
-                     "scheme": "full integer: int8 weights, activations, input and output"}
+                     "scheme": "full integer: int8 weights, activations, input and output",
+                     "bias_correction": (f"empirical, {len(shifts)} layers (ReLU-aware)"
+                                         if bias_correction else "none")}
                     if precision == "int8" else None)
             manifest = job.describe(path, "tflite", precision, tflite.tensor_specs(path),
                                     operators, info)

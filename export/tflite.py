@@ -20,6 +20,7 @@ import numpy as np
 
 from edgehemo.datasets import ImageSet
 from edgehemo.errors import EdgehemoError
+from edgehemo.export.bias_correction import BiasShift
 from edgehemo.manifest import TensorSpec
 from edgehemo.preprocess import PreprocessSpec, normalize
 from edgehemo.store.atomic import write_atomically
@@ -51,12 +52,11 @@ def converter_python() -> Path:
     )
 
 
-def _write_inputs(workdir: Path, calibration: ImageSet, spec: PreprocessSpec) -> Path:
+def _write_inputs(workdir: Path, batch: np.ndarray, calibration: ImageSet) -> Path:
     import cv2
 
-    batch = normalize(calibration.images, spec).transpose(0, 2, 3, 1)
     calibration_file = workdir / "calibration.npy"
-    np.save(calibration_file, np.ascontiguousarray(batch, dtype=np.float32))
+    np.save(calibration_file, batch)
     sample = np.stack([cv2.resize(image, (128, 128), interpolation=cv2.INTER_LINEAR)
                        for image in calibration.images[:20]]).astype(np.float32) / 255.0
     np.save(workdir / ONNX2TF_SAMPLE, sample)
@@ -64,12 +64,19 @@ def _write_inputs(workdir: Path, calibration: ImageSet, spec: PreprocessSpec) ->
 
 
 def convert(onnx_path: Path, calibration: ImageSet, spec: PreprocessSpec,
-            fp32_out: Path | None, int8_out: Path | None, *, input_name: str = "input") -> None:
-    """Convert a reductions-style ONNX graph to TFLite; writes the requested outputs atomically."""
+            fp32_out: Path | None, int8_out: Path | None, *, input_name: str = "input",
+            bias_correction: bool = True) -> list[BiasShift]:
+    """Convert a reductions-style ONNX graph to TFLite; writes the requested outputs atomically.
+
+    Unless `bias_correction` is False, the int8 model's biases are then corrected against the
+    fp32 model on the calibration images (`tflite_bias_correction.py`); returns the corrections.
+    """
     python = converter_python()
+    batch = np.ascontiguousarray(normalize(calibration.images, spec).transpose(0, 2, 3, 1),
+                                 dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="edgehemo-tflite-") as tmp:
         workdir = Path(tmp)
-        calibration_file = _write_inputs(workdir, calibration, spec)
+        calibration_file = _write_inputs(workdir, batch, calibration)
         command = [
             str(python), "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(workdir / "out"),
             "-b", "1", "-oiqt", "-qt", "per-channel", "-iqd", "int8", "-oqd", "int8",
@@ -89,8 +96,15 @@ def convert(onnx_path: Path, calibration: ImageSet, spec: PreprocessSpec,
             raise ConverterError(f"onnx2tf failed (exit {result.returncode}):\n{tail}")
         if fp32_out is not None:
             write_atomically(fp32_out, produced["fp32"].read_bytes())
+        shifts: list[BiasShift] = []
         if int8_out is not None:
-            write_atomically(int8_out, produced["int8"].read_bytes())
+            int8 = produced["int8"].read_bytes()
+            if bias_correction:
+                from edgehemo.export.tflite_bias_correction import correct_tflite_biases
+
+                int8, shifts = correct_tflite_biases(produced["fp32"].read_bytes(), int8, batch)
+            write_atomically(int8_out, int8)
+    return shifts
 
 
 def _interpreter(path: Path):

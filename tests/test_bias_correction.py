@@ -13,7 +13,7 @@ from edgehemo.export.bias_correction import (
     quantised_layers,
 )
 from edgehemo.export.quantize import quantize_onnx
-from edgehemo.models import resolve_weights
+from edgehemo.models import resolve_artifact, resolve_weights
 from edgehemo.preprocess import normalize
 from edgehemo.train.evaluate import load_model
 
@@ -75,3 +75,76 @@ def test_bias_correction_refuses_a_float_graph_of_another_export(quantised):
         correct_biases(other, onnx.load(str(plain)), batches, input_name="input")
     with pytest.raises(ValueError, match="at least one batch"):
         correct_biases(onnx.load(str(graph)), onnx.load(str(plain)), [], input_name="input")
+
+
+@pytest.fixture(scope="module")
+def litert_pair(samples_dir):
+    """The shipped cbam_cnn fp32 and int8 TFLite files and the bundled crops as their input."""
+    pytest.importorskip("ai_edge_litert", reason="TFLite bias correction needs ai-edge-litert")
+    int8 = resolve_artifact("cbam_cnn_int8", formats=("tflite",))
+    fp32 = resolve_artifact("cbam_cnn_fp32", formats=("tflite",))
+    spec = int8.manifest.preprocessing
+    images = load_image_folder(samples_dir, "test", spec)
+    nhwc = np.ascontiguousarray(normalize(images.images, spec).transpose(0, 2, 3, 1))
+    return fp32.path.read_bytes(), int8.path.read_bytes(), nhwc
+
+
+def _with_bias_offsets(int8: bytes, fraction: float) -> bytes:
+    """`int8` with every biased layer's bias moved by `fraction` of its largest code."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edgehemo.export.tflite_bias_correction import biased_layers
+
+    model = schema.ModelT.InitFromPackedBuf(int8, 0)
+    for layer in biased_layers(model):
+        buffer = model.buffers[model.subgraphs[0].tensors[layer.bias].buffer]
+        codes = np.frombuffer(np.asarray(buffer.data, dtype=np.uint8).tobytes(), np.int32)
+        moved = codes + np.int32(max(1, int(fraction * np.abs(codes).max())))
+        buffer.data = np.frombuffer(moved.astype(np.int32).tobytes(), np.uint8)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_tflite_bias_correction_removes_rounding_and_injected_bias_errors(litert_pair):
+    from edgehemo.export.tflite_bias_correction import (
+        correct_tflite_biases,
+        mean_output_errors,
+    )
+
+    def total_error(int8: bytes) -> float:
+        return sum(float(np.abs(e).mean()) for e in mean_output_errors(fp32, int8, images))
+
+    fp32, int8, images = litert_pair
+    shipped = total_error(int8)  # the shipped file, corrected on 512 PBC training images
+    corrected, shifts = correct_tflite_biases(fp32, int8, images)
+    assert len(shifts) == 25 and total_error(corrected) < 0.7 * shipped
+    offset = _with_bias_offsets(int8, 0.02)
+    injected = total_error(offset)
+    assert injected > 3 * shipped
+    left = total_error(correct_tflite_biases(fp32, offset, images)[0])
+    assert left < 0.1 * injected and left < shipped
+
+
+def test_tflite_bias_correction_changes_only_bias_codes_and_refuses_another_model(litert_pair):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edgehemo.export.tflite_bias_correction import biased_layers, correct_tflite_biases
+
+    fp32, int8, images = litert_pair
+    corrected, _ = correct_tflite_biases(fp32, int8, images[:8])
+    before = schema.ModelT.InitFromPackedBuf(int8, 0)
+    after = schema.ModelT.InitFromPackedBuf(corrected, 0)
+    bias_buffers = {before.subgraphs[0].tensors[layer.bias].buffer
+                    for layer in biased_layers(before)}
+    changed = {i for i, (a, b) in enumerate(zip(before.buffers, after.buffers, strict=True))
+               if not np.array_equal(np.asarray(a.data), np.asarray(b.data))}
+    assert changed and changed <= bias_buffers
+    other = _with_bias_offsets(int8, 0.0)  # same layers: accepted
+    correct_tflite_biases(fp32, other, images[:1])
+    se_fp32 = resolve_artifact("se_cnn_fp32", formats=("tflite",)).path.read_bytes()
+    with pytest.raises(ValueError, match="the two files of one conversion"):
+        correct_tflite_biases(se_fp32, int8, images[:1])
+    with pytest.raises(ValueError, match="at least one calibration image"):
+        correct_tflite_biases(fp32, int8, images[:0])

@@ -44,6 +44,7 @@ def test_export_writes_verified_artifacts_with_manifests(exported):
     assert fp32.classes[0] == "basophil" and fp32.input.shape == ["batch", 3, 64, 64]
     assert int8.calibration["count"] == 32 and int8.calibration["split"] == "train"
     assert int8.calibration["bias_correction"] == "empirical, 13 layers"
+    assert fp32.calibration is None
     assert "QuantizeLinear" in int8.operators and "QuantizeLinear" not in fp32.operators
     assert 0 <= int8.metrics["top1_agreement_with_fp32"] <= 1
     parity = int8.metrics["int8_parity"]
@@ -133,10 +134,31 @@ def test_corrupt_or_mismatched_artifacts_are_refused(exported, tmp_path):
     picture.write_bytes(b"\xff\xd8 not a model")
     with pytest.raises(ModelNotFoundError, match=r"cell\.jpg: not an exported model"):
         Classifier.load(picture)
-    # the shipped HemoNet-GAP int8 is an ONNX file only: the LiteRT backend says which one runs it
-    with pytest.raises(ModelNotFoundError, match=r"hemonet_gap_int8 exists only as onnx; this "
+    # a model exported only as ONNX (the test's export): the LiteRT backend says which one runs it
+    user = tmp_path / "models"
+    user.mkdir()
+    shutil.copy(out / "cbam_cnn_int8.onnx", user / "site_int8.onnx")
+    shutil.copy(out / "cbam_cnn_int8.onnx.json", user / "site_int8.onnx.json")
+    with pytest.raises(ModelNotFoundError, match=r"site_int8 exists only as onnx; this "
                        r"backend runs tflite: run it with --backend cpu"):
-        Classifier.load("hemonet_gap_int8", backend="tflite")
+        Classifier.load("site_int8", backend="tflite", models_dir=user)
+
+
+def test_export_can_leave_the_int8_biases_as_the_quantiser_wrote_them(exported, checkpoint,
+                                                                      tiny_npz, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgehemo.cli import app
+
+    result = CliRunner().invoke(app, [
+        "export", str(checkpoint), "--formats", "onnx,onnx-int8", "--calibration",
+        str(tiny_npz), "--calibration-count", "32", "--out", str(tmp_path),
+        "--no-bias-correction"])
+    assert result.exit_code == 0, result.output
+    plain = read_manifest(tmp_path / "cbam_cnn_int8.onnx.json")
+    corrected = read_manifest(exported[0] / "cbam_cnn_int8.onnx.json")
+    assert plain.calibration["bias_correction"] == "none"
+    assert plain.sha256 != corrected.sha256 and plain.bytes == corrected.bytes
 
 
 def test_export_records_what_capture_feeds_the_model(checkpoint, tmp_path):
@@ -250,6 +272,7 @@ def test_tflite_export_is_full_integer_and_runs_on_litert(checkpoint, tiny_npz, 
     assert int8.input.dtype == "int8" and int8.output.dtype == "int8"
     assert int8.input.shape == [1, 64, 64, 3] and int8.input.layout == "NHWC"
     assert int8.metrics["top1_agreement_with_fp32"] >= 0.9
+    assert int8.calibration["bias_correction"] == "empirical, 25 layers (ReLU-aware)"
     assert not (tmp_path / "cbam_cnn_fp32.onnx").exists()  # onnx was not asked for
     classifier = Classifier.load(tmp_path / "cbam_cnn_int8.tflite", backend="tflite")
     assert classifier.predict_framed(np.zeros((3, 64, 64, 3), np.uint8)).shape == (3, 8)

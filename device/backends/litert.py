@@ -73,20 +73,7 @@ class LiteRT(Backend):
 
     def _quantize(self, batch: np.ndarray) -> np.ndarray:
         """`batch` (any strides, e.g. a transposed view) as the model's contiguous input."""
-        dtype = self._input["dtype"]
-        if dtype == np.float32:
-            return np.ascontiguousarray(batch)
-        scale, zero_point = self._input["quantization"]
-        info = np.iinfo(dtype)
-        # round(batch / scale + zero_point), clipped, in place in one contiguous buffer: the
-        # layout change happens in the first pass (one 64x64 crop: 25.6 us against 34.5 us for
-        # the plain expression and a copy)
-        values = np.empty(batch.shape, np.float32)
-        np.divide(batch, scale, out=values)
-        values += zero_point
-        np.rint(values, out=values)
-        np.clip(values, info.min, info.max, out=values)
-        return values.astype(dtype)
+        return model_input(batch, self._input)
 
     def _dequantize(self, values: np.ndarray) -> np.ndarray:
         if values.dtype == np.float32:
@@ -114,6 +101,25 @@ class LiteRT(Backend):
 
     def runtime_version(self) -> str:
         return f"{self._runtime} {self._version}".strip()
+
+
+def model_input(batch: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """`batch` (float, any strides) as the contiguous input that the interpreter's input
+    `detail` (from `get_input_details()`) takes: quantised where it is an integer tensor."""
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return np.ascontiguousarray(batch)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    # round(batch / scale + zero_point), clipped, in place in one contiguous buffer: the
+    # layout change happens in the first pass (one 64x64 crop: 25.6 us against 34.5 us for
+    # the plain expression and a copy)
+    values = np.empty(batch.shape, np.float32)
+    np.divide(batch, scale, out=values)
+    values += zero_point
+    np.rint(values, out=values)
+    np.clip(values, info.min, info.max, out=values)
+    return values.astype(dtype)
 
 
 def _package_version(name: str) -> str:
