@@ -80,7 +80,7 @@ def test_every_shipped_int8_artifact_keeps_its_models_accuracy():
 # floors well under each model's test accuracy (97.3 %, 92.9 %), for 32 cells
 @pytest.mark.parametrize(("name", "backend", "floor"),
                          [("hemonet_int8", "tflite", 0.9), ("hemonet_int8", "cpu", 0.9),
-                          ("hemonet_gap_int8", "cpu", 0.8)])
+                          ("hemonet_gap_int8", "cpu", 0.8), ("hemonet_gap_int8", "tflite", 0.8)])
 def test_shipped_hemonet_artifacts_classify_the_bundled_cells(name, backend, floor, samples_dir):
     classifier = Classifier.load(name, backend=backend)
     assert classifier.manifest.preprocessing.input_size == 224
