@@ -48,9 +48,8 @@ for model in cbam_cnn se_cnn; do
   ship_passing "runs/export_$model"
 done
 # HemoNet (224x224 ImageFolder subset): the 103 MB checkpoint ships compact (int8 classifier
-# rows, ~26 MB); of its exports only what passes ship_passing ships (30 Nov 2026: the int8 ONNX
-# and the full-integer TFLite; the fp32 ONNX is over 30 MB). Likewise the compact variant (its
-# full-integer TFLite differs from fp32 on 2 of 800 test images).
+# rows, ~26 MB); of its exports only what passes ship_passing ships (30 Nov 2026: both int8
+# files; the fp32 ONNX and TFLite are over 30 MB). Likewise the compact variant.
 HEMONET_NOTE="Trained on single-cell PBC images (8 classes), not on ALL/AML/MM: no such images are openly licensed. For whole-field leukaemia screening, train on your own labelled folders (edgehemo train hemonet --data DIR) and export with --takes whole_frame."
 # hemonet: the second stage (12 epochs from runs/hemonet_s0's best), higher on validation
 $PY scripts/ship_weights.py hemonet runs/hemonet_stage2 --data "$FOLDER" --compact \
