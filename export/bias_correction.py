@@ -43,6 +43,12 @@ class QuantisedLayer:
     bias_scale: str
 
 
+def moved_codes(codes: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """int32 bias `codes` (per channel, at `scale` per code) less `shift` in output units."""
+    moved = codes.astype(np.int64) - np.round(shift / scale.astype(np.float64)).astype(np.int64)
+    return np.clip(moved, INT32.min, INT32.max).astype(np.int32)
+
+
 def quantised_layers(int8: onnx.ModelProto) -> list[QuantisedLayer]:
     """Conv and Gemm nodes whose weight and bias are dequantised from integer codes, in graph
     order (the quantiser's topological order). Layers left in float are not among them."""
@@ -131,11 +137,9 @@ def correct_biases(float_model: onnx.ModelProto, int8: onnx.ModelProto,
         (measured,) = _channel_means(int8, [layer.node.output[0]], batches, input_name, threads)
         error = measured - reference
         codes = initializers[layer.bias_codes]
-        scale = numpy_helper.to_array(initializers[layer.bias_scale]).astype(np.float64)
-        moved = numpy_helper.to_array(codes).astype(np.int64) - np.round(error / scale).astype(
-            np.int64)
+        scale = numpy_helper.to_array(initializers[layer.bias_scale])
         codes.CopyFrom(numpy_helper.from_array(
-            np.clip(moved, INT32.min, INT32.max).astype(np.int32), codes.name))
+            moved_codes(numpy_helper.to_array(codes), error, scale), codes.name))
         shifts.append(BiasShift(layer.node.name, len(error), float(np.abs(error).mean()),
                                 float(np.abs(reference).mean())))
         logger.debug("bias correction %s: mean |shift| %.4g (mean |output| %.4g)",

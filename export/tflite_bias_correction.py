@@ -24,7 +24,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from edgehemo.device.backends.litert import model_input
-from edgehemo.export.bias_correction import BiasShift
+from edgehemo.export.bias_correction import BiasShift, moved_codes
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ MIN_ACTIVE = 0.05
 _LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
              if not name.startswith("_")}
-INT32 = np.iinfo(np.int32)
 
 
 @dataclass(frozen=True)
@@ -138,12 +137,10 @@ def correct_tflite_biases(fp32: bytes, int8: bytes, images: np.ndarray
         else:
             shift = error
         bias = graph.tensors[layer.bias]
-        scale = np.asarray(bias.quantization.scale, dtype=np.float64)
         buffer = model.buffers[bias.buffer]
         codes = np.frombuffer(np.asarray(buffer.data, dtype=np.uint8).tobytes(), dtype=np.int32)
-        moved = codes.astype(np.int64) - np.round(shift / scale).astype(np.int64)
-        buffer.data = np.frombuffer(
-            np.clip(moved, INT32.min, INT32.max).astype(np.int32).tobytes(), dtype=np.uint8)
+        moved = moved_codes(codes, shift, np.asarray(bias.quantization.scale))
+        buffer.data = np.frombuffer(moved.tobytes(), dtype=np.uint8)
         content = _packed(model)
         shifts.append(BiasShift(f"operator {layer.operator}", len(error),
                                 float(np.abs(shift).mean()), float(np.abs(reference).mean())))
