@@ -236,7 +236,7 @@ def export_model(
                                 {**(calibration_info or {}), "method": "minmax", "scheme":
                                  "QDQ, per-channel int8 weights, uint8 activations",
                                  "bias_correction": (f"empirical, {len(shifts)} layers"
-                                                     if bias_correction else "none")})
+                                                     if shifts else "none")})
         rows.append(job.measure(path, manifest, ExportRow("onnx-int8", path.stem, path)))
 
     tflite_formats = [f for f in formats if f.startswith("tflite")]
@@ -261,7 +261,7 @@ def export_model(
             info = ({**(calibration_info or {}), "method": "TFLite converter, per-channel",
                      "scheme": "full integer: int8 weights, activations, input and output",
                      "bias_correction": (f"empirical, {len(shifts)} layers (ReLU-aware)"
-                                         if bias_correction else "none")}
+                                         if shifts else "none")}
                     if precision == "int8" else None)
             manifest = job.describe(path, "tflite", precision, tflite.tensor_specs(path),
                                     operators, info)

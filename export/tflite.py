@@ -102,7 +102,11 @@ def convert(onnx_path: Path, calibration: ImageSet, spec: PreprocessSpec,
             if bias_correction:
                 from edgehemo.export.tflite_bias_correction import correct_tflite_biases
 
-                int8, shifts = correct_tflite_biases(produced["fp32"].read_bytes(), int8, batch)
+                try:
+                    int8, shifts = correct_tflite_biases(produced["fp32"].read_bytes(), int8,
+                                                         batch)
+                except ValueError as error:  # a converter whose two files differ in layers
+                    logger.warning("%s left as the converter wrote it: %s", int8_out.name, error)
             write_atomically(int8_out, int8)
     return shifts
 

@@ -278,6 +278,24 @@ def test_tflite_export_is_full_integer_and_runs_on_litert(checkpoint, tiny_npz, 
     assert classifier.predict_framed(np.zeros((3, 64, 64, 3), np.uint8)).shape == (3, 8)
 
 
+@pytest.mark.skipif(not _converter_available(),
+                    reason="the TFLite converter environment is absent (make tflite-env)")
+def test_tflite_export_keeps_the_converters_file_when_bias_correction_cannot_match_it(
+        checkpoint, tiny_npz, tmp_path, monkeypatch, caplog):
+    from edgehemo.export import tflite_bias_correction
+
+    def mismatched(*_args):
+        raise ValueError("the fp32 and int8 TFLite models have different layers")
+
+    monkeypatch.setattr(tflite_bias_correction, "correct_tflite_biases", mismatched)
+    rows = export_model(checkpoint, formats=["tflite-int8"], calibration=tiny_npz,
+                        calibration_count=32, eval_data=tiny_npz, out=tmp_path)
+    assert [row.status for row in rows] == ["passed"]
+    assert read_manifest(tmp_path / "cbam_cnn_int8.tflite.json").calibration[
+        "bias_correction"] == "none"
+    assert "left as the converter wrote it: the fp32 and int8 TFLite models" in caplog.text
+
+
 def test_tflite_export_without_converter_says_how_to_get_it(checkpoint, tiny_npz, tmp_path,
                                                             monkeypatch):
     from edgehemo.export import tflite
