@@ -62,6 +62,8 @@ def site_scale(images: Iterable[np.ndarray]) -> SiteScale:
     for image in images:
         count += 1
         diameters += red_cell_diameters(image)
+        if len(diameters) >= MIN_POOLED_RED_CELLS:
+            continue  # the red cells will be the ruler: no nucleus is needed any more
         nucleus = locate_nucleus(image)
         if nucleus is not None:
             extents.append(nucleus.extent)
