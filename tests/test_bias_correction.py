@@ -1,4 +1,5 @@
-"""Empirical bias correction of the int8 ONNX graph, on the shipped CBAM-CNN and bundled images."""
+"""Empirical bias correction of the int8 ONNX and TFLite files, on the shipped CBAM-CNN and the
+bundled crops."""
 
 import numpy as np
 import onnx
