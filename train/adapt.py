@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,20 +67,27 @@ def read_site_images(folder: Path, spec: PreprocessSpec, limit: int, seed: int =
     if not files:
         raise DatasetError(f"{folder}: no images found (jpg, png, bmp, tif)")
     order = np.random.default_rng(seed).permutation(len(files))[:limit]
-    raw, skipped = [], 0
-    for index in sorted(order):
-        try:
-            raw.append(load_image(files[index]))
-        except ImageReadError as error:
-            logger.warning("skipping %s: %s", files[index], error)
-            skipped += 1
-    scale = framing_scale(raw, spec)
+    chosen = [files[index] for index in sorted(order)]
+    unreadable: set[Path] = set()
+
+    def readable() -> Iterator[np.ndarray]:
+        # read once to measure the site's magnification and once to frame, rather than holding
+        # up to `limit` raw fields in memory (as the ImageFolder loader does)
+        for file in chosen:
+            try:
+                yield load_image(file)
+            except ImageReadError as error:
+                if file not in unreadable:
+                    logger.warning("skipping %s: %s", file, error)
+                    unreadable.add(file)
+
+    scale = framing_scale(readable(), spec)
     red_cell = scale.red_cell if scale is not None else None
-    framed = [crop_and_resize(image, spec, red_cell) for image in raw]
+    framed = [crop_and_resize(image, spec, red_cell) for image in readable()]
     if len(framed) < MIN_IMAGES:
         raise DatasetError(f"{folder}: {len(framed)} readable images; at least {MIN_IMAGES} are "
                            "needed to estimate the statistics")
-    return np.stack(framed), skipped
+    return np.stack(framed), len(unreadable)
 
 
 def adapt_checkpoint(model: str | Path, site: Path, out: Path, *, limit: int = 512,
