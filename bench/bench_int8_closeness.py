@@ -45,8 +45,9 @@ def main() -> None:
     args = parser.parse_args()
 
     def load(path: Path) -> Classifier:
-        return Classifier.load(path, backend=BACKENDS[path.suffix],
-                               settings={"threads": 2})
+        if path.suffix not in BACKENDS:
+            raise SystemExit(f"{path}: not an exported model (.onnx or .tflite)")
+        return Classifier.load(path, backend=BACKENDS[path.suffix], settings={"threads": 2})
 
     reference = load(args.reference)
     manifest = reference.manifest
