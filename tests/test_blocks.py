@@ -47,13 +47,51 @@ def test_tflite_graph_reductions_give_the_same_function():
     from edgehemo.train.blocks import attention_graph
     from edgehemo.train.registry import create_model
 
+    torch.manual_seed(0)
+    for name in ("cbam_cnn", "sa_cnn"):
+        model = create_model(name).eval()
+        x = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            pooled = model(x)
+            with attention_graph("tflite"):
+                reduced = model(x)
+        assert torch.allclose(pooled, reduced, atol=1e-5), name
+
+
+def test_blocked_convolution_equals_the_plain_one():
+    from edgehemo.train.blocks import blocked_convolution
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 16, 24)
+    for size in (1, 3, 7, 9):
+        conv = torch.nn.Conv2d(2, 1, size, padding=size // 2)
+        for block in (2, 4, 8):
+            with torch.no_grad():
+                blocked = blocked_convolution(conv, x, block)
+            assert blocked.shape == (2, 1, 16, 24)
+            assert torch.allclose(blocked, conv(x), atol=1e-5), (size, block)
+
+
+def test_tflite_graph_exports_blocked_gates_that_onnxruntime_agrees_with(tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from edgehemo.export.onnx_export import export_onnx
+    from edgehemo.train.registry import create_model
+
+    torch.manual_seed(0)
     model = create_model("cbam_cnn").eval()
-    x = torch.randn(2, 3, 64, 64)
+    path = tmp_path / "cbam_cnn.onnx"
+    export_onnx(model, 64, path, graph="tflite")
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    # the gates on the 32x32 and 16x16 maps run on blocks, the 8x8 and 4x4 ones do not
+    assert ops.count("SpaceToDepth") == 2 and ops.count("DepthToSpace") == 2
+    x = torch.randn(3, 3, 64, 64)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
-        pooled = model(x)
-        with attention_graph("tflite"):
-            reduced = model(x)
-    assert torch.allclose(pooled, reduced, atol=1e-5)
+        assert np.allclose(logits, model(x).numpy(), atol=1e-4)
 
 
 def test_int8_tuned_graph_gives_the_same_function():
