@@ -110,22 +110,6 @@ class _SpaceToDepth(torch.autograd.Function):
         return g.op("SpaceToDepth", x, blocksize_i=block)
 
 
-class _DepthToSpace(torch.autograd.Function):
-    """ONNX DepthToSpace in DCR order, the inverse of `_SpaceToDepth` (TFLite's order too;
-    torch's pixel_shuffle exports as CRD, which onnx2tf rewrites as a 6-D transpose)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, block: int) -> torch.Tensor:
-        n, c, h, w = x.shape
-        channels = c // (block * block)
-        blocks = x.reshape(n, block, block, channels, h, w)
-        return blocks.permute(0, 3, 4, 1, 5, 2).reshape(n, channels, h * block, w * block)
-
-    @staticmethod
-    def symbolic(g: Any, x: Any, block: int) -> Any:
-        return g.op("DepthToSpace", x, blocksize_i=block, mode_s="DCR")
-
-
 # Blocks of 4x4 pixels turn the 7x7 gate convolution on a 32x32 map into a 3x3 one on 8x8 with
 # 32 input and 16 output channels: 3x the multiply-adds, which full vector lanes more than repay.
 # Smaller maps keep the plain convolution.
@@ -156,13 +140,18 @@ def blocked_kernel(weight: np.ndarray, block: int) -> np.ndarray:
 
 
 def blocked_convolution(conv: nn.Conv2d, x: torch.Tensor, block: int) -> torch.Tensor:
-    """`conv(x)` (one output channel, odd square kernel, same padding) computed on blocks."""
+    """`conv(x)` (one output channel, odd square kernel, same padding) computed on blocks.
+
+    The blocks go back to pixels through a transposed convolution with one-hot weights rather
+    than DepthToSpace, which the Edge TPU compiler does not support (SpaceToDepth it does).
+    """
     weight = conv.weight.detach().cpu().numpy()
     kernel = torch.from_numpy(blocked_kernel(weight, block)).to(x.dtype)
     bias = conv.bias.detach().repeat(block * block) if conv.bias is not None else None
     blocks = _SpaceToDepth.apply(x, block)
     out = F.conv2d(blocks, kernel, bias, padding=kernel.shape[-1] // 2)
-    return _DepthToSpace.apply(out, block)
+    scatter = torch.eye(block * block, dtype=x.dtype).reshape(block * block, 1, block, block)
+    return F.conv_transpose2d(out, scatter, stride=block)
 
 
 def _hidden_channels(channels: int, reduction: int) -> int:
