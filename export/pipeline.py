@@ -248,12 +248,10 @@ def export_model(
             reduced = Path(tmp) / f"{name}.onnx"
             onnx_export.export_onnx(job.torch_model, size, reduced, graph="tflite")
             say("converting to TFLite with onnx2tf (about a minute)")
-            if "tflite-int8" in formats and bias_correction:
-                say("correcting the int8 TFLite biases on the calibration images")
             shifts = tflite.convert(reduced, calibration_set, job.spec,
                                     targets["tflite"] if "tflite" in formats else None,
                                     targets["tflite-int8"] if "tflite-int8" in formats else None,
-                                    bias_correction=bias_correction)
+                                    bias_correction=bias_correction, progress=say)
         for fmt in tflite_formats:
             path = targets[fmt]
             precision = "int8" if fmt.endswith("int8") else "fp32"

@@ -14,6 +14,7 @@ import os
 import subprocess
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +66,13 @@ def _write_inputs(workdir: Path, batch: np.ndarray, calibration: ImageSet) -> Pa
 
 def convert(onnx_path: Path, calibration: ImageSet, spec: PreprocessSpec,
             fp32_out: Path | None, int8_out: Path | None, *, input_name: str = "input",
-            bias_correction: bool = True) -> list[BiasShift]:
+            bias_correction: bool = True,
+            progress: Callable[[str], None] | None = None) -> list[BiasShift]:
     """Convert a reductions-style ONNX graph to TFLite; writes the requested outputs atomically.
 
     Unless `bias_correction` is False, the int8 model's biases are then corrected against the
-    fp32 model on the calibration images (`tflite_bias_correction.py`); returns the corrections.
+    fp32 model on the calibration images (`tflite_bias_correction.py`; `progress` is told when
+    that starts); returns the corrections.
     """
     python = converter_python()
     batch = np.ascontiguousarray(normalize(calibration.images, spec).transpose(0, 2, 3, 1),
@@ -102,6 +105,8 @@ def convert(onnx_path: Path, calibration: ImageSet, spec: PreprocessSpec,
             if bias_correction:
                 from edgehemo.export.tflite_bias_correction import correct_tflite_biases
 
+                if progress is not None:
+                    progress("correcting the int8 TFLite biases on the calibration images")
                 try:
                     int8, shifts = correct_tflite_biases(produced["fp32"].read_bytes(), int8,
                                                          batch)
