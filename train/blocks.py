@@ -146,11 +146,12 @@ def blocked_convolution(conv: nn.Conv2d, x: torch.Tensor, block: int) -> torch.T
     than DepthToSpace, which the Edge TPU compiler does not support (SpaceToDepth it does).
     """
     weight = conv.weight.detach().cpu().numpy()
-    kernel = torch.from_numpy(blocked_kernel(weight, block)).to(x.dtype)
+    kernel = torch.from_numpy(blocked_kernel(weight, block)).to(x.device, x.dtype)
     bias = conv.bias.detach().repeat(block * block) if conv.bias is not None else None
     blocks = _SpaceToDepth.apply(x, block)
     out = F.conv2d(blocks, kernel, bias, padding=kernel.shape[-1] // 2)
-    scatter = torch.eye(block * block, dtype=x.dtype).reshape(block * block, 1, block, block)
+    scatter = torch.eye(block * block, dtype=x.dtype, device=x.device).reshape(
+        block * block, 1, block, block)
     return F.conv_transpose2d(out, scatter, stride=block)
 
 
