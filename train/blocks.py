@@ -155,6 +155,23 @@ def blocked_convolution(conv: nn.Conv2d, x: torch.Tensor, block: int) -> torch.T
     return F.conv_transpose2d(out, scatter, stride=block)
 
 
+def dense_on_map(linear: nn.Linear, x: torch.Tensor,
+                 dropout: nn.Module | None = None) -> torch.Tensor:
+    """`linear(dropout(torch.flatten(x, 1)))` for a feature map `x` of shape (N, C, H, W).
+
+    In the TFLite graph the map is flattened channels-last and the weight's columns are permuted
+    to match (the same function): onnx2tf then adds no TRANSPOSE back to channels-first order
+    before the dense layer, an operator the Edge TPU compiler does not map, so the dense layer
+    would have run on the CPU.
+    """
+    dropout = dropout if dropout is not None else nn.Identity()
+    if _GRAPH.get() != "tflite":
+        return linear(dropout(torch.flatten(x, 1)))
+    n, c, h, w = (int(d) for d in x.shape)
+    weight = linear.weight.reshape(-1, c, h, w).permute(0, 2, 3, 1).reshape(-1, c * h * w)
+    return F.linear(dropout(x.permute(0, 2, 3, 1).reshape(n, -1)), weight, linear.bias)
+
+
 def _hidden_channels(channels: int, reduction: int) -> int:
     return max(1, channels // reduction)
 

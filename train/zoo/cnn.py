@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgehemo.train.blocks import attention_stages
+from edgehemo.train.blocks import attention_stages, dense_on_map
 from edgehemo.train.registry import register_model
 
 PAPER = "Efficient Deep Learning Architectures for Blood Cell Classification"
@@ -40,8 +40,7 @@ class CompactCNN(nn.Module):
         self.classifier = nn.Linear(channels[-1] * side * side, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        return self.classifier(self.dropout(torch.flatten(x, 1)))
+        return dense_on_map(self.classifier, self.features(x), self.dropout)
 
 
 @register_model(input_size=64, family="compact", paper=PAPER)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgehemo.train.blocks import CBAM, conv_bn_relu
+from edgehemo.train.blocks import CBAM, conv_bn_relu, dense_on_map
 from edgehemo.train.registry import register_model
 
 PAPER = "Leukemia Cancer Classification via Attention-Guided Deep Networks"
@@ -55,7 +55,11 @@ class HemoNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        pool, _, first_dense, *rest = self.classifier  # rest: ReLU, Dropout, Linear
+        hidden = dense_on_map(first_dense, pool(self.features(x)))
+        for layer in rest:
+            hidden = layer(hidden)
+        return hidden
 
 
 @register_model(input_size=224, family="hemonet", paper=PAPER)
