@@ -68,7 +68,8 @@ def convert(onnx_path: Path, calibration: ImageSet, spec: PreprocessSpec,
             fp32_out: Path | None, int8_out: Path | None, *, input_name: str = "input",
             bias_correction: bool = True,
             progress: Callable[[str], None] | None = None) -> list[BiasShift]:
-    """Convert a reductions-style ONNX graph to TFLite; writes the requested outputs atomically.
+    """Convert the ONNX graph traced for TFLite (`attention_graph("tflite")`) to TFLite files;
+    writes the requested outputs atomically.
 
     Unless `bias_correction` is False, the int8 model's biases are then corrected against the
     fp32 model on the calibration images (`tflite_bias_correction.py`; `progress` is told when

@@ -52,10 +52,10 @@ def test_tflite_graph_gives_the_same_function():
         model = create_model(name, input_size=64).eval()
         x = torch.randn(2, 3, 64, 64)
         with torch.no_grad():
-            pooled = model(x)
+            eager = model(x)
             with attention_graph("tflite"):
-                reduced = model(x)
-        assert torch.allclose(pooled, reduced, atol=1e-5), name
+                for_tflite = model(x)
+        assert torch.allclose(eager, for_tflite, atol=1e-5), name
 
 
 def test_blocked_convolution_equals_the_plain_one():

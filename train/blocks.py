@@ -26,7 +26,9 @@ on the target runtime (same function, other operators; bench/bench_ort_ops.py sh
   breaks a pool along the channel axis); and on maps of 16x16 and more the spatial gate's 7x7
   convolution runs on 4x4 blocks of pixels (`blocked_convolution`): with 2 input channels and 1
   output channel LiteRT's int8 convolution wastes most of its vector lanes, so on a 32x32 map
-  (0.1 M multiply-adds) it took ~30 us, a third of the next 3x3 convolution (18.9 M).
+  (0.1 M multiply-adds) it took ~30 us, a third of the next 3x3 convolution (18.9 M). The models'
+  dense layers take their map flattened channels-last (`dense_on_map`), which spares onnx2tf a
+  transpose that the Edge TPU compiler cannot map.
 """
 
 from __future__ import annotations
