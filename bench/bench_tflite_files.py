@@ -14,15 +14,14 @@ copies of one file. Ratios are what to compare: the machine is noisy, so run it 
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from edgehemo.device.backends.litert import load_interpreter_module
+from edgehemo.export.benchmark import median_ms
 
 
 def median_invoke_us(path: Path, repeats: int) -> float:
@@ -38,14 +37,7 @@ def median_invoke_us(path: Path, repeats: int) -> float:
     else:
         values = rng.standard_normal(detail["shape"]).astype(detail["dtype"])
     interpreter.set_tensor(detail["index"], values)
-    for _ in range(10):
-        interpreter.invoke()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return 1e6 * statistics.median(times)
+    return 1000 * median_ms(interpreter.invoke, warmup=10, repeats=repeats)
 
 
 def timed_in_own_process(path: Path, repeats: int) -> float:
