@@ -1,0 +1,107 @@
+"""Where LiteRT's time goes in CBAM-CNN: full-integer TFLite files of the architecture with parts
+of its attention left out, and two lone layers, built in Keras with random weights.
+
+    .venv-tflite/bin/python bench/build_attention_variants.py --out /tmp/variants
+    .venv/bin/python bench/bench_tflite_files.py /tmp/variants/*.tflite
+
+Runs in the converter's environment (`make tflite-env`: TensorFlow); time the files with
+`bench_tflite_files.py` in the main one. Random weights, random calibration: the files are for
+timing only. Variants: `plain` (the four Conv-ReLU-MaxPool stages and the dense layer, no
+attention), `channel` (plus CBAM's channel gates), `cbam` (plus the spatial gates with their
+plain 7x7 convolution), `cbam_blocked` (the spatial gates as the exported graph computes them
+on maps of 16x16 and more: SpaceToDepth, 3x3 convolution, one-hot transposed convolution;
+`blocked_convolution` in train/blocks.py), `cbam_blocked_d2s` (the same with DepthToSpace, which
+the Edge TPU compiler lacks, instead of the transposed convolution); and the lone layers
+`gate7x7_32` (the 2 -> 1 7x7 gate convolution on a 32x32 map) and `conv3x3_32` (the 32 -> 64
+3x3 convolution on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+L = tf.keras.layers
+K = tf.keras.ops
+CHANNELS = (32, 64, 128, 256)
+
+
+def channel_gate(x: tf.Tensor, channels: int) -> tf.Tensor:
+    first, second = L.Conv2D(channels // 4, 1, activation="relu"), L.Conv2D(channels, 1)
+    average = K.mean(x, axis=[1, 2], keepdims=True)
+    maximum = K.max(x, axis=[1, 2], keepdims=True)
+    return x * K.sigmoid(second(first(average)) + second(first(maximum)))
+
+
+def spatial_gate(x: tf.Tensor, blocked: str) -> tf.Tensor:
+    descriptor = K.concatenate([K.max(x, axis=-1, keepdims=True),
+                                K.mean(x, axis=-1, keepdims=True)], -1)
+    if blocked and x.shape[1] >= 16:
+        blocks = L.Lambda(lambda t: tf.nn.space_to_depth(t, 4))(descriptor)
+        per_block = L.Conv2D(16, 3, padding="same")(blocks)
+        if blocked == "depth_to_space":
+            logits = L.Lambda(lambda t: tf.nn.depth_to_space(t, 4))(per_block)
+        else:
+            logits = L.Conv2DTranspose(1, 4, strides=4)(per_block)
+    else:
+        logits = L.Conv2D(1, 7, padding="same")(descriptor)
+    return x * K.sigmoid(logits)
+
+
+def cbam_cnn(variant: str) -> tf.keras.Model:
+    image = tf.keras.Input((64, 64, 3), batch_size=1)
+    x = image
+    for channels in CHANNELS:
+        x = L.MaxPool2D(2)(L.Conv2D(channels, 3, padding="same", activation="relu")(x))
+        if variant != "plain":
+            x = channel_gate(x, channels)
+        if variant.startswith("cbam"):
+            x = spatial_gate(x, blocked={"cbam": "", "cbam_blocked": "transposed_conv",
+                                         "cbam_blocked_d2s": "depth_to_space"}[variant])
+    return tf.keras.Model(image, L.Dense(8)(L.Flatten()(x)))
+
+
+def lone(shape: tuple[int, int, int], layer: Callable[[tf.Tensor], tf.Tensor]) -> tf.keras.Model:
+    x = tf.keras.Input(shape, batch_size=1)
+    return tf.keras.Model(x, layer(x))
+
+
+def full_integer(model: tf.keras.Model, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    shape = (1, *model.input_shape[1:])
+
+    def samples() -> Iterator[list[np.ndarray]]:
+        for _ in range(32):
+            yield [rng.standard_normal(shape).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = samples
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    tf.keras.utils.set_random_seed(0)
+    models = {variant: cbam_cnn(variant) for variant in
+              ("plain", "channel", "cbam", "cbam_blocked", "cbam_blocked_d2s")}
+    models["gate7x7_32"] = lone((32, 32, 2), lambda x: L.Conv2D(1, 7, padding="same")(x))
+    models["conv3x3_32"] = lone((32, 32, 32), lambda x: L.Conv2D(64, 3, padding="same")(x))
+    for name, model in models.items():
+        path = args.out / f"{name}.tflite"
+        path.write_bytes(full_integer(model))
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
