@@ -377,6 +377,8 @@ def test_test_time_augmentation_averages_each_image_and_its_mirror_images(backen
 
 
 def test_litert_quantises_the_input_as_round_half_to_even_of_value_over_scale():
+    from edgehemo.device.backends.litert import model_input
+
     backend = Classifier.load("cbam_cnn_int8", backend="tflite").backend
     scale, zero_point = backend._input["quantization"]
     rng = np.random.default_rng(1)
@@ -384,7 +386,11 @@ def test_litert_quantises_the_input_as_round_half_to_even_of_value_over_scale():
     batch.flat[:40] = (np.arange(40, dtype=np.float32) - 20.5 - zero_point) * scale  # halves
     nhwc = batch.transpose(0, 2, 3, 1)
     expected = np.clip(np.round(nhwc / scale + zero_point), -128, 127).astype(np.int8)
-    got = backend._quantize(nhwc)
-    assert got.dtype == np.int8 and got.flags["C_CONTIGUOUS"]
-    assert np.array_equal(got, expected)
+    exact = nhwc.astype(np.float64) / scale + zero_point
+    assert np.array_equal(model_input(nhwc, backend._input), expected)
+    got = backend._quantize(batch)  # OpenCV on the planes: x * (1 / scale) in float32
+    assert got.dtype == np.int8 and got.flags["C_CONTIGUOUS"] and got.shape == nhwc.shape
+    off = got.astype(int) != expected
+    assert np.abs(got.astype(int) - expected).max() <= 1
+    assert np.all(np.abs(np.abs(exact[off] - np.floor(exact[off])) - 0.5) < 1e-4)  # ties only
     assert got.min() == -128 and got.max() == 127  # +-3 sigma reaches past the int8 range

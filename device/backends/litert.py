@@ -8,6 +8,7 @@ layout. XNNPACK is LiteRT's default CPU delegate and stays on.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from types import ModuleType
@@ -72,7 +73,9 @@ class LiteRT(Backend):
             raise BackendError(f"{self.artifact}: LiteRT cannot load it ({error})") from error
 
     def _quantize(self, batch: np.ndarray) -> np.ndarray:
-        """`batch` (any strides, e.g. a transposed view) as the model's contiguous input."""
+        """`batch` (float NCHW) as the model's contiguous input, in the model's layout."""
+        if self._nhwc:
+            return nhwc_model_input(batch, self._input)
         return model_input(batch, self._input)
 
     def _dequantize(self, values: np.ndarray) -> np.ndarray:
@@ -82,8 +85,6 @@ class LiteRT(Backend):
         return (values.astype(np.float32) - zero_point) * scale
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        if self._nhwc:
-            batch = batch.transpose(0, 2, 3, 1)
         batch = self._quantize(batch)
         model_batch = int(self._input["shape"][0])
         if model_batch == len(batch):
@@ -120,6 +121,43 @@ def model_input(batch: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     np.rint(values, out=values)
     np.clip(values, info.min, info.max, out=values)
     return values.astype(dtype)
+
+
+def nhwc_model_input(batch: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """`batch` (float NCHW) as the contiguous NHWC input that the interpreter's input `detail`
+    takes; `model_input` of the transposed batch, up to one step where value / scale lies
+    within float rounding of a half.
+
+    With OpenCV, an 8-bit input is quantised on the channel planes as they lie and then
+    interleaved (one 64x64 crop: 7.7 us against 23 us for numpy on the transposed view).
+    """
+    dtype = detail["dtype"]
+    cv2_type = _CV2_TYPES.get(np.dtype(dtype))
+    cv2 = _opencv()
+    if cv2 is None or cv2_type is None or batch.ndim != 4:
+        return model_input(batch.transpose(0, 2, 3, 1), detail)
+    scale, zero_point = detail["quantization"]
+    channels, height, width = batch.shape[1:]
+    images = []
+    for image in batch:
+        planes = np.ascontiguousarray(image, np.float32).reshape(channels * height, width)
+        # saturate_cast(value / scale + zero_point), rounded to nearest even
+        quantised = cv2.addWeighted(planes, 1 / scale, planes, 0.0, float(zero_point),
+                                    dtype=cv2_type).reshape(channels, height, width)
+        images.append(cv2.merge(list(quantised)).reshape(height, width, channels))
+    return images[0][None] if len(images) == 1 else np.stack(images)
+
+
+@functools.cache
+def _opencv() -> ModuleType | None:
+    try:
+        import cv2
+    except ImportError:  # the tflite extra alone: numpy does it, slower
+        return None
+    return cv2
+
+
+_CV2_TYPES = {np.dtype(np.int8): 1, np.dtype(np.uint8): 0}  # cv2.CV_8S, cv2.CV_8U
 
 
 def _package_version(name: str) -> str:
