@@ -8,10 +8,13 @@ Runs in the converter's environment (`make tflite-env`: TensorFlow); time the fi
 `bench_tflite_files.py` in the main one. Random weights, random calibration: the files are for
 timing only. Variants: `plain` (the four Conv-ReLU-MaxPool stages and the dense layer, no
 attention), `channel` (plus CBAM's channel gates), `cbam` (plus the spatial gates with their
-plain 7x7 convolution), `cbam_blocked` (the spatial gates as the exported graph computes them
-on maps of 16x16 and more: SpaceToDepth, 3x3 convolution, one-hot transposed convolution;
-`blocked_convolution` in train/blocks.py), `cbam_blocked_d2s` (the same with DepthToSpace, which
-the Edge TPU compiler lacks, instead of the transposed convolution); and the lone layers
+plain 7x7 convolution), `cbam_blocked` (the spatial gates as the exported graph computed them
+from 30 Nov 2026 until the strips replaced them: on maps of 16x16 and more, SpaceToDepth of the
+descriptor into 4x4 blocks, a 3x3 convolution, a one-hot transposed convolution back to pixels),
+`cbam_blocked_d2s` (the same with DepthToSpace, which the Edge TPU compiler lacks, instead of
+the transposed convolution), `cbam_strips` (as the exported graph computes them now,
+`strip_convolution` in train/blocks.py: each descriptor map reshaped into strips of up to 8
+pixels of a row, one 7x3 convolution per map, summed, reshaped back); and the lone layers
 `gate7x7_32` (the 2 -> 1 7x7 gate convolution on a 32x32 map) and `conv3x3_32` (the 32 -> 64
 3x3 convolution on it).
 """
@@ -37,6 +40,21 @@ def channel_gate(x: tf.Tensor, channels: int) -> tf.Tensor:
     return x * K.sigmoid(second(first(average)) + second(first(maximum)))
 
 
+def strips(x: tf.Tensor, strip: int) -> tf.Tensor:
+    """(1, H, W, 1) as (1, H, W / strip, strip): the same bytes."""
+    return L.Reshape((x.shape[1], x.shape[2] // strip, strip))(x)
+
+
+def strip_gate(x: tf.Tensor) -> tf.Tensor:
+    """The spatial gate as the exported graph computes it (`strip_convolution` in
+    train/blocks.py): each descriptor map in strips of up to 8 pixels of a row, one 7x3
+    convolution per map, summed, reshaped back to pixels."""
+    strip = next(s for s in (8, 4, 2) if x.shape[2] % s == 0)
+    terms = [L.Conv2D(strip, (7, 3), padding="same")(strips(descriptor, strip)) for descriptor
+             in (K.mean(x, axis=-1, keepdims=True), K.max(x, axis=-1, keepdims=True))]
+    return x * K.sigmoid(L.Reshape((*x.shape[1:3], 1))(terms[0] + terms[1]))
+
+
 def spatial_gate(x: tf.Tensor, blocked: str) -> tf.Tensor:
     descriptor = K.concatenate([K.max(x, axis=-1, keepdims=True),
                                 K.mean(x, axis=-1, keepdims=True)], -1)
@@ -59,7 +77,9 @@ def cbam_cnn(variant: str) -> tf.keras.Model:
         x = L.MaxPool2D(2)(L.Conv2D(channels, 3, padding="same", activation="relu")(x))
         if variant != "plain":
             x = channel_gate(x, channels)
-        if variant.startswith("cbam"):
+        if variant == "cbam_strips":
+            x = strip_gate(x)
+        elif variant.startswith("cbam"):
             x = spatial_gate(x, blocked={"cbam": "", "cbam_blocked": "transposed_conv",
                                          "cbam_blocked_d2s": "depth_to_space"}[variant])
     return tf.keras.Model(image, L.Dense(8)(L.Flatten()(x)))
@@ -94,7 +114,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(0)
     models = {variant: cbam_cnn(variant) for variant in
-              ("plain", "channel", "cbam", "cbam_blocked", "cbam_blocked_d2s")}
+              ("plain", "channel", "cbam", "cbam_blocked", "cbam_blocked_d2s", "cbam_strips")}
     models["gate7x7_32"] = lone((32, 32, 2), lambda x: L.Conv2D(1, 7, padding="same")(x))
     models["conv3x3_32"] = lone((32, 32, 32), lambda x: L.Conv2D(64, 3, padding="same")(x))
     for name, model in models.items():

@@ -58,21 +58,21 @@ def test_tflite_graph_gives_the_same_function():
         assert torch.allclose(eager, for_tflite, atol=1e-5), name
 
 
-def test_blocked_convolution_equals_the_plain_one():
-    from edgehemo.train.blocks import blocked_convolution
+def test_strip_convolution_equals_the_plain_one():
+    from edgehemo.train.blocks import strip_convolution
 
     torch.manual_seed(0)
     x = torch.randn(2, 2, 16, 24)
     for size in (1, 3, 7, 9):
         conv = torch.nn.Conv2d(2, 1, size, padding=size // 2)
-        for block in (2, 4, 8):
+        for strip in (2, 4, 8, 24):
             with torch.no_grad():
-                blocked = blocked_convolution(conv, x, block)
-            assert blocked.shape == (2, 1, 16, 24)
-            assert torch.allclose(blocked, conv(x), atol=1e-5), (size, block)
+                strips = strip_convolution(conv, [x[:, :1], x[:, 1:]], strip)
+            assert strips.shape == (2, 1, 16, 24)
+            assert torch.allclose(strips, conv(x), atol=1e-5), (size, strip)
 
 
-def test_tflite_graph_exports_blocked_gates_that_onnxruntime_agrees_with(tmp_path):
+def test_tflite_graph_exports_strip_gates_that_onnxruntime_agrees_with(tmp_path):
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -84,11 +84,14 @@ def test_tflite_graph_exports_blocked_gates_that_onnxruntime_agrees_with(tmp_pat
     model = create_model("cbam_cnn").eval()
     path = tmp_path / "cbam_cnn.onnx"
     export_onnx(model, 64, path, graph="tflite")
-    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
-    # the gates on the 32x32 and 16x16 maps run on blocks, the 8x8 and 4x4 ones do not; no
-    # DepthToSpace, which the Edge TPU compiler lacks
-    assert ops.count("SpaceToDepth") == 2 and ops.count("ConvTranspose") == 2
-    assert "DepthToSpace" not in ops
+    graph = onnx.load(str(path)).graph
+    ops = [node.op_type for node in graph.node]
+    # every gate (maps 32, 16, 8 and 4 wide) runs as two strip convolutions, one per descriptor
+    # map, and concatenates nothing; no DepthToSpace, which the Edge TPU compiler lacks
+    gates = [node for node in graph.node if node.op_type == "Conv" and any(
+        a.name == "kernel_shape" and list(a.ints) == [7, 3] for a in node.attribute)]
+    assert len(gates) == 8
+    assert "Concat" not in ops and "DepthToSpace" not in ops and "ConvTranspose" not in ops
     x = torch.randn(1, 3, 64, 64)  # the TFLite graph has a static batch of 1
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})

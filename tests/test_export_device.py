@@ -272,7 +272,9 @@ def test_tflite_export_is_full_integer_and_runs_on_litert(checkpoint, tiny_npz, 
     assert int8.input.dtype == "int8" and int8.output.dtype == "int8"
     assert int8.input.shape == [1, 64, 64, 3] and int8.input.layout == "NHWC"
     assert int8.metrics["top1_agreement_with_fp32"] >= 0.9
-    assert int8.calibration["bias_correction"] == "empirical, 25 layers (ReLU-aware)"
+    # 29 corrected layers: per stage its convolution, the channel MLP's 4 and the spatial gate's
+    # 2 strip convolutions; and the dense layer
+    assert int8.calibration["bias_correction"] == "empirical, 29 layers (ReLU-aware)"
     assert not (tmp_path / "cbam_cnn_fp32.onnx").exists()  # onnx was not asked for
     classifier = Classifier.load(tmp_path / "cbam_cnn_int8.tflite", backend="tflite")
     assert classifier.predict_framed(np.zeros((3, 64, 64, 3), np.uint8)).shape == (3, 8)

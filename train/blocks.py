@@ -23,10 +23,10 @@ on the target runtime (same function, other operators; bench/bench_ort_ops.py sh
   pair instead of four convolutions and an add (fewer small operators, each of which costs
   microseconds).
 - "tflite": reductions (TFLite has int8 MEAN and REDUCE_MAX, and onnx2tf's NCHW->NHWC rewrite
-  breaks a pool along the channel axis); and on maps of 16x16 and more the spatial gate's 7x7
-  convolution runs on 4x4 blocks of pixels (`blocked_convolution`): with 2 input channels and 1
-  output channel LiteRT's int8 convolution wastes most of its vector lanes, so on a 32x32 map
-  (0.1 M multiply-adds) it took ~30 us, a third of the next 3x3 convolution (18.9 M). The models'
+  breaks a pool along the channel axis); and the spatial gate's 7x7 convolution runs on strips of
+  up to 8 pixels along each row (`strip_convolution`): with 2 input channels and 1 output channel
+  LiteRT's int8 convolution wastes most of its vector lanes, so on a 32x32 map (0.1 M
+  multiply-adds) it took ~30 us, a third of the next 3x3 convolution (18.9 M). The models'
   dense layers take their map flattened channels-last (`dense_on_map`), which spares onnx2tf a
   transpose that the Edge TPU compiler cannot map.
 """
@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from itertools import product
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -97,64 +97,64 @@ def channel_max(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(stacked, kernel_size=(channels, 1)).reshape(-1, 1, height, width)
 
 
-class _SpaceToDepth(torch.autograd.Function):
-    """ONNX SpaceToDepth: output channel (by * block + bx) * C + c holds pixel (by, bx) of c."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, block: int) -> torch.Tensor:
-        n, c, h, w = x.shape
-        blocks = x.reshape(n, c, h // block, block, w // block, block)
-        return blocks.permute(0, 3, 5, 1, 2, 4).reshape(n, block * block * c, h // block,
-                                                         w // block)
-
-    @staticmethod
-    def symbolic(g: Any, x: Any, block: int) -> Any:
-        return g.op("SpaceToDepth", x, blocksize_i=block)
+# Strips of up to 8 pixels along a row turn the 7x7 gate convolution on a 32x32 map into a 7x3 one
+# on 32x4 with 8 input and 8 output channels per descriptor map: ~3x the multiply-adds, which full
+# vector lanes more than repay; and in channels-last memory a map and its strips are the same
+# bytes, so the way into strips and back is a reshape.
+GATE_STRIPS = (8, 4, 2)
 
 
-# Blocks of 4x4 pixels turn the 7x7 gate convolution on a 32x32 map into a 3x3 one on 8x8 with
-# 32 input and 16 output channels: 3x the multiply-adds, which full vector lanes more than repay.
-# Smaller maps keep the plain convolution.
-GATE_BLOCK = 4
-GATE_BLOCK_MIN_SIZE = 16
+def gate_strip(width: int) -> int | None:
+    """The strip length for a map `width` pixels wide, or None for the plain convolution."""
+    return next((strip for strip in GATE_STRIPS if width % strip == 0), None)
 
 
-def blocked_kernel(weight: np.ndarray, block: int) -> np.ndarray:
-    """The kernel that computes `weight`'s same-padded convolution on space-to-depth blocks.
-
-    `weight` is (1, C, k, k) with k odd. The result is (block**2, block**2 * C, m, m), m odd,
-    for a same-padded convolution on SpaceToDepth(block) of the input whose output channel
-    py * block + px is pixel (py, px) of each output block (DepthToSpace order).
-    """
-    _, channels, size, _ = weight.shape
+def strip_kernel(weight: np.ndarray, strip: int) -> np.ndarray:
+    """The kernel that computes the single-channel `weight`'s (k, k, k odd) same-padded
+    convolution on strips: (strip, strip, k, 2 * reach + 1), for a convolution with padding
+    (k // 2, reach) whose input and output channel j is pixel j of each strip of `strip` pixels
+    along a row."""
+    size = weight.shape[-1]
     radius = size // 2
-    reach = -(-radius // block)  # neighbouring blocks a tap can land in, either side
-    span = (2 * reach + 1) * block
-    # The taps of output pixel (py, px) over the pixels of its block and of its neighbours
-    window = np.zeros((block, block, channels, span, span), dtype=weight.dtype)
-    for py, px in product(range(block), repeat=2):
-        top, left = reach * block + py - radius, reach * block + px - radius
-        window[py, px, :, top:top + size, left:left + size] = weight[0]
-    # window row reach * block + y lies in block row y // block, pixel row y % block
-    taps = window.reshape(block * block, channels, 2 * reach + 1, block, 2 * reach + 1, block)
-    return np.ascontiguousarray(taps.transpose(0, 3, 5, 1, 2, 4)).reshape(
-        block * block, block * block * channels, 2 * reach + 1, 2 * reach + 1)
+    reach = -(-radius // strip)  # neighbouring strips a tap can land in, either side
+    kernel = np.zeros((strip, strip, size, 2 * reach + 1), dtype=weight.dtype)
+    for out, tap in product(range(strip), range(size)):
+        offset = out + tap - radius  # input column relative to the output strip's first pixel
+        kernel[out, offset % strip, :, offset // strip + reach] = weight[:, tap]
+    return kernel
 
 
-def blocked_convolution(conv: nn.Conv2d, x: torch.Tensor, block: int) -> torch.Tensor:
-    """`conv(x)` (one output channel, odd square kernel, same padding) computed on blocks.
+def _to_strips(x: torch.Tensor, strip: int) -> torch.Tensor:
+    """(N, 1, H, W) -> (N, strip, H, W / strip). The permutes are layout changes onnx2tf drops
+    (channels-last is its layout), leaving one RESHAPE."""
+    n, _, h, w = (int(d) for d in x.shape)
+    return x.permute(0, 2, 3, 1).reshape(n, h, w // strip, strip).permute(0, 3, 1, 2)
 
-    The blocks go back to pixels through a transposed convolution with one-hot weights rather
-    than DepthToSpace, which the Edge TPU compiler does not support (SpaceToDepth it does).
-    """
+
+def _from_strips(x: torch.Tensor) -> torch.Tensor:
+    n, strip, h, blocks = (int(d) for d in x.shape)
+    return x.permute(0, 2, 3, 1).reshape(n, h, blocks * strip, 1).permute(0, 3, 1, 2)
+
+
+def strip_convolution(conv: nn.Conv2d, maps: list[torch.Tensor], strip: int) -> torch.Tensor:
+    """`conv(torch.cat(maps, 1))` (one output channel, odd square kernel, same padding, one
+    input channel per map) computed on strips of `strip` pixels along each row: one convolution
+    per map, summed. Concatenated, the maps would share one int8 scale (the channel mean's range
+    is narrower than the max's) and cost LiteRT more, pixel by pixel, than the convolution."""
+    if len(maps) != conv.in_channels:
+        raise ValueError(f"{len(maps)} maps for a convolution of {conv.in_channels} channels")
     weight = conv.weight.detach().cpu().numpy()
-    kernel = torch.from_numpy(blocked_kernel(weight, block)).to(x.device, x.dtype)
-    bias = conv.bias.detach().repeat(block * block) if conv.bias is not None else None
-    blocks = _SpaceToDepth.apply(x, block)
-    out = F.conv2d(blocks, kernel, bias, padding=kernel.shape[-1] // 2)
-    scatter = torch.eye(block * block, dtype=x.dtype, device=x.device).reshape(
-        block * block, 1, block, block)
-    return F.conv_transpose2d(out, scatter, stride=block)
+    bias = conv.bias.detach().repeat(strip) if conv.bias is not None else None
+    terms = []
+    for channel, part in enumerate(maps):
+        kernel = torch.from_numpy(strip_kernel(weight[0, channel], strip)).to(part.device,
+                                                                               part.dtype)
+        terms.append(F.conv2d(_to_strips(part, strip), kernel, bias if channel == 0 else None,
+                              padding=(kernel.shape[2] // 2, kernel.shape[3] // 2)))
+    out = terms[0]
+    for term in terms[1:]:
+        out = out + term
+    return _from_strips(out)
 
 
 def dense_on_map(linear: nn.Linear, x: torch.Tensor,
@@ -247,12 +247,11 @@ class SpatialAttention(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Return the spatial weights (N, 1, H, W)."""
-        descriptor = torch.cat([channel_mean(x), channel_max(x)], dim=1)
-        height, width = int(x.shape[2]), int(x.shape[3])
-        if (_GRAPH.get() == "tflite" and min(height, width) >= GATE_BLOCK_MIN_SIZE
-                and height % GATE_BLOCK == 0 and width % GATE_BLOCK == 0):
-            return self.gate(blocked_convolution(self.conv, descriptor, GATE_BLOCK))
-        return self.gate(self.conv(descriptor))
+        maps = [channel_mean(x), channel_max(x)]
+        strip = gate_strip(int(x.shape[3]))
+        if _GRAPH.get() == "tflite" and strip is not None:
+            return self.gate(strip_convolution(self.conv, maps, strip))
+        return self.gate(self.conv(torch.cat(maps, dim=1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attention(x)
