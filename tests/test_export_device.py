@@ -396,3 +396,21 @@ def test_litert_quantises_the_input_as_round_half_to_even_of_value_over_scale():
     assert np.abs(got.astype(int) - expected).max() <= 1
     assert np.all(np.abs(np.abs(exact[off] - np.floor(exact[off])) - 0.5) < 1e-4)  # ties only
     assert got.min() == -128 and got.max() == 127  # +-3 sigma reaches past the int8 range
+
+
+def test_litert_input_conversion_with_and_without_opencv_for_8_bit_inputs(monkeypatch):
+    from edgehemo.device.backends import litert
+
+    rng = np.random.default_rng(2)
+    batch = (rng.standard_normal((3, 3, 8, 5)) * 2).astype(np.float32)  # not square, batch 3
+    for dtype, zero_point in ((np.int8, -3), (np.uint8, 128)):
+        detail = {"dtype": dtype, "quantization": (0.02, zero_point)}
+        reference = litert.model_input(batch.transpose(0, 2, 3, 1), detail)
+        fast = litert.nhwc_model_input(batch, detail)
+        assert fast.dtype == dtype and fast.shape == (3, 8, 5, 3) and fast.flags["C_CONTIGUOUS"]
+        assert np.abs(fast.astype(int) - reference.astype(int)).max() <= 1
+        info = np.iinfo(dtype)
+        assert fast.min() == info.min and fast.max() == info.max  # saturated, not wrapped
+        monkeypatch.setattr(litert, "_opencv", lambda: None)  # the tflite extra without OpenCV
+        assert np.array_equal(litert.nhwc_model_input(batch, detail), reference)
+        monkeypatch.undo()
