@@ -67,8 +67,9 @@ def export_onnx(model: nn.Module, input_size: int, path: Path, *,
     `graph` chooses the operators of the attention blocks (see train/blocks.py): "eager" for the
     fp32 ONNX artifact, "ort-int8" for the graph that onnxruntime quantises (its input is also
     padded to 4 channels, see `pad_first_convolution`), "tflite" for the graph that onnx2tf
-    converts, whose batch is fixed at 1 (TFLite files have static shapes, and onnx2tf cannot
-    give a transposed convolution a symbolic output shape). All three compute the same function.
+    converts, whose batch is fixed at 1 (TFLite files have static shapes, and the spatial gates'
+    row-strip reshapes are traced with the batch as a constant). All three compute the same
+    function.
     """
     model = model.eval().to(memory_format=torch.contiguous_format)
     if graph == "ort-int8":
