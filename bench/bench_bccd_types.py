@@ -28,7 +28,9 @@ ruler, the box crops with that diameter given, as `classify --red-cell-px` frame
 cells are known to be white cells (cut at BCCD's white-cell boxes), so platelet and nucleated red
 cell are not an answer (any comma-separated class names may be given instead).
 
-`--tta` averages each cell and its three mirror images, as `classify --tta` does.
+`--tta` averages each cell and its three mirror images, as `classify --tta` does;
+`--stain-tta` each cell under eight stain hues (`edgehemo.views`), as `classify --stain-tta` and
+capture by default do.
 
 Needs ../shared/data/bccd (the frames); the labels ship with the repository.
 """
@@ -51,7 +53,7 @@ from bench_robustness import (
     cut_boxes,
     frame_raw,
     frame_set,
-    mirrored_mean,
+    views_mean,
 )
 
 from edgehemo.classes import answer_classes, restricted
@@ -145,11 +147,12 @@ def framed_crops(model: Model, crops: list[np.ndarray], ratio: float | None = No
 
 def score(model: Model, framed: np.ndarray, truth: list[str], classes: list[str],
           predict: Predict | None = None, allowed: tuple[int, ...] | None = None,
-          tta: bool = False) -> dict:
+          tta: str = "none") -> dict:
     """Accuracy, per-class recall, balanced accuracy over `classes`, and the commonest calls;
-    `allowed`: the only classes an answer may name; `tta`: mirror images averaged."""
+    `allowed`: the only classes an answer may name; `tta`: the test-time views averaged
+    (`edgehemo.views`)."""
     predict = predict or model.predict
-    probabilities = mirrored_mean(predict, framed) if tta else predict(framed)
+    probabilities = views_mean(predict, framed, tta) if tta != "none" else predict(framed)
     if allowed is not None:
         probabilities = restricted(probabilities, allowed)
     predicted = [model.classes[i] for i in probabilities.argmax(1)]
@@ -185,11 +188,14 @@ def main() -> None:
                              "--each-image), not the one measured over all the crops")
     parser.add_argument("--tta", action="store_true",
                         help="average each cell and its mirror images (classify --tta)")
+    parser.add_argument("--stain-tta", action="store_true",
+                        help="average each cell under eight stain hues (classify --stain-tta)")
     args = parser.parse_args()
     if any(ratio <= 0 for ratio in args.nucleus_window):
         parser.error("--nucleus-window: each R must be a positive number of nucleus extents")
     if not (args.bccd / "JPEGImages").is_dir():
         raise SystemExit(f"{args.bccd}: BCCD frames not found (see ../shared/data/README.md)")
+    tta = "stain" if args.stain_tta else "mirror" if args.tta else "none"
     crops, truth = labelled_crops(args.bccd)
     counts = Counter(truth)
     classes = [n for n, _ in counts.most_common() if counts[n] >= 10]
@@ -231,7 +237,7 @@ def main() -> None:
                 framing = f"ruler ({red_cell:.1f} px red cells given, box crops)"
             else:
                 framed, framing = framed_crops(model, crops, ratio, args.each_image)
-            result = score(model, framed, truth, classes, predict, allowed, args.tta)
+            result = score(model, framed, truth, classes, predict, allowed, tta)
             mix = ", ".join(f"{c} {n / len(truth):.0%}" for c, n in result["predicted"])
             cells = [label, framing, f"{result['accuracy']:.3f}",
                      f"{result['balanced']:.3f}",
@@ -244,7 +250,8 @@ def main() -> None:
         f"{baseline[0]} would score {baseline[1] / len(truth):.3f} accuracy, "
         f"{1 / len(classes):.3f} balanced."
         + (f" Answers restricted to --classes {args.classes}." if args.classes else "")
-        + (" Each cell and its mirror images averaged (--tta)." if args.tta else ""),
+        + {"none": "", "mirror": " Each cell and its mirror images averaged (--tta).",
+           "stain": " Each cell under eight stain hues averaged (--stain-tta)."}[tta],
         "", *lines, ""])
     print("\n" + text)
     if args.out:

@@ -34,8 +34,8 @@ from bench_robustness import (
     frame_set,
     lab_stats,
     load_val,
-    mirrored_mean,
     reinhard,
+    views_mean,
 )
 
 from edgehemo.datasets import load_dataset
@@ -44,7 +44,7 @@ from edgehemo.ruler import pbc_window_side
 
 
 def predictions(model: Model, framed: np.ndarray, tta: bool) -> np.ndarray:
-    return (mirrored_mean(model.predict, framed) if tta else model.predict(framed)).argmax(1)
+    return (views_mean(model.predict, framed) if tta else model.predict(framed)).argmax(1)
 
 
 def site_accuracy(model: Model, images: list[np.ndarray], labels: np.ndarray,

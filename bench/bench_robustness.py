@@ -45,9 +45,10 @@ from edgehemo.datasets import image_files
 from edgehemo.device.cellfinder import CellFinder, cut_crops, with_window
 from edgehemo.models import is_artifact_name
 from edgehemo.ood import ColourReference
-from edgehemo.preprocess import PreprocessSpec, crop_and_resize, mirror_views, normalize
+from edgehemo.preprocess import PreprocessSpec, crop_and_resize, normalize
 from edgehemo.ruler import pbc_window_side, pooled_diameter
 from edgehemo.sitescale import SiteScale, framing_scale
+from edgehemo.views import tta_views
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -117,11 +118,10 @@ class Model:
         return predict
 
 
-def mirrored_mean(predict: Predict, framed: np.ndarray) -> np.ndarray:
-    """Probabilities averaged over each image and its mirror images (NHWC), as the device's
-    `Classifier(tta=True)` averages them."""
-    return np.mean([predict(view) for view in mirror_views(framed, channels_last=True)],
-                   axis=0)
+def views_mean(predict: Predict, framed: np.ndarray, mode: str = "mirror") -> np.ndarray:
+    """Probabilities averaged over the test-time views `mode` names (`edgehemo.views`: mirror
+    or stain), as the device's `Classifier(tta=mode)` averages them."""
+    return np.mean([predict(view) for view in tta_views(framed, mode)], axis=0)
 
 
 # -- shifts on raw BGR images ------------------------------------------------------------------

@@ -15,7 +15,8 @@ from edgehemo.device.backends.base import Backend, BackendError, backend_class
 from edgehemo.errors import CheckpointError
 from edgehemo.manifest import ArtifactManifest, verify_artifact
 from edgehemo.models import Artifact, resolve_artifact
-from edgehemo.preprocess import mirror_views, normalize, preprocess_raw
+from edgehemo.preprocess import crop_and_resize, normalize
+from edgehemo.views import tta_mode, tta_views
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +31,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Classifier:
     """An artifact running on a backend; probabilities for framed or raw cell images.
 
-    `tta`: average the probabilities over each image and its mirror images (4 runs per image;
-    docs/robustness.md measures what it changes). `answers`: indices of the only classes an
-    answer may name (`restrict_answers`), their probabilities renormalised; None: every class.
+    `tta`: the test-time views whose probabilities are averaged (`edgehemo.views`): "none",
+    "mirror" (each image and its mirror images, 4 runs) or "stain" (eight stain hues, 8 runs);
+    True means "mirror". docs/robustness.md measures what they change. `answers`: indices of
+    the only classes an answer may name (`restrict_answers`), their probabilities
+    renormalised; None: every class.
     """
 
     artifact: Artifact
     backend: Backend
-    tta: bool = False
+    tta: bool | str = "none"
     answers: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.tta = tta_mode(self.tta)
 
     @property
     def manifest(self) -> ArtifactManifest:
@@ -52,7 +58,7 @@ class Classifier:
         backend: str = "cpu",
         settings: dict[str, Any] | None = None,
         models_dir: Path | None = None,
-        tta: bool = False,
+        tta: bool | str = "none",
         classes: str | None = None,
     ) -> Classifier:
         """Resolve, verify (sha256, input spec) and warm up a model on `backend`; `classes`:
@@ -104,11 +110,8 @@ class Classifier:
 
     def predict_framed(self, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
         """Probabilities (N, classes) for uint8 images already at the input size (N, S, S, 3)."""
-        spec = self.manifest.preprocessing
-        out = [
-            self._probabilities(normalize(images[i : i + batch_size], spec))
-            for i in range(0, len(images), batch_size)
-        ]
+        out = [self._probabilities(images[i : i + batch_size])
+               for i in range(0, len(images), batch_size)]
         if not out:
             return np.zeros((0, len(self.manifest.classes)), dtype=np.float32)
         return np.concatenate(out)
@@ -118,12 +121,16 @@ class Classifier:
         `red_cell`: the images' red-cell diameter in pixels, if known (ruler framing)."""
         if not images:
             return np.zeros((0, len(self.manifest.classes)), dtype=np.float32)
-        return self._probabilities(preprocess_raw(images, self.manifest.preprocessing, red_cell))
+        spec = self.manifest.preprocessing
+        return self._probabilities(
+            np.stack([crop_and_resize(image, spec, red_cell) for image in images]))
 
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
-        if not self.tta:
-            probabilities = softmax(self.backend.run(batch))
-        else:
-            probabilities = np.mean([softmax(self.backend.run(view))
-                                     for view in mirror_views(batch)], axis=0)
+    def _probabilities(self, framed: np.ndarray) -> np.ndarray:
+        """Probabilities for framed uint8 images, averaged over the test-time views."""
+        spec = self.manifest.preprocessing
+        views = tta_views(framed, tta_mode(self.tta))
+        probabilities = softmax(self.backend.run(normalize(views[0], spec)))
+        for view in views[1:]:
+            probabilities += softmax(self.backend.run(normalize(view, spec)))
+        probabilities /= len(views)
         return probabilities if self.answers is None else restricted(probabilities, self.answers)

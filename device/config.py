@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgehemo.device.cellfinder import CellFinderSettings
 from edgehemo.device.quality import QualitySettings
 from edgehemo.device.sources.opencv_capture import UsbCameraSettings
 from edgehemo.device.sources.picamera import PiCameraSettings
 from edgehemo.device.tracking import TrackerSettings
+from edgehemo.views import tta_mode
 
 DEFAULT_CONFIG = Path("/etc/edgehemo/edgehemo.toml")
 STATE_DIR_ENV = "EDGEHEMO_STATE_DIR"
@@ -25,8 +26,10 @@ class CaptureSettings(BaseModel):
     model: str = Field("cbam_cnn_int8", description="Model name or artifact path.")
     backend: str = Field("cpu", description="cpu, gpu, tflite or edgetpu.")
     threads: int = Field(1, ge=0, description="Inference threads (0 = runtime default).")
-    tta: bool = Field(True, description="Average each crop and its mirror images (4 runs per "
-                      "crop; false: one run).")
+    tta: Literal["none", "mirror", "stain"] = Field(
+        "stain", description="Test-time views averaged per crop: stain (eight stain hues, each "
+        "turned by a mirror image: 8 runs), mirror (the crop and its mirror images: 4 runs) or "
+        "none (one run); true means mirror, false none.")
     classes: str | None = Field(
         None, description="The only classes an answer may name: comma-separated, white_cells "
         "(no platelet or nucleated red cell is counted), nucleated_cells (no platelet) or all. "
@@ -50,6 +53,11 @@ class CaptureSettings(BaseModel):
         True, description="Publish the current frame and figures for the review page's live view."
     )
     state_dir: Path | None = Field(None, description="Where results are kept.")
+
+    @field_validator("tta", mode="before")
+    @classmethod
+    def _tta_from_bool(cls, value: Any) -> Any:
+        return tta_mode(value) if isinstance(value, bool) else value
 
 
 class StorageSettings(BaseModel):

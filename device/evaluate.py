@@ -34,12 +34,13 @@ def evaluate_artifact(
     settings: dict[str, Any] | None = None,
     models_dir: Path | None = None,
     classes: str | None = None,
-    tta: bool = False,
+    tta: bool | str = "none",
     one_microscope: bool = True,
 ) -> dict[str, Any]:
     """Full metrics of an exported model on one split, through the chosen backend; `classes`
-    restricts the answers as `classify --classes` does, `tta` averages mirror images,
-    `one_microscope` frames an ImageFolder split at the magnification measured over it."""
+    restricts the answers as `classify --classes` does, `tta` averages test-time views
+    (`edgehemo.views`), `one_microscope` frames an ImageFolder split at the magnification
+    measured over it."""
     classifier = Classifier.load(name_or_path, backend=backend, settings=settings,
                                  models_dir=models_dir, tta=tta, classes=classes)
     dataset = load_dataset(data, split, classifier.manifest.preprocessing,
@@ -57,7 +58,7 @@ def evaluate_artifact(
         "split": split,
         "file_bytes": classifier.manifest.bytes,
         "answer_classes": None if classes is None else classifier.answer_names,
-        "tta": tta,
+        "tta": classifier.tta,
         "magnification": dataset.scale._asdict() if dataset.scale is not None else None,
     })
     return report

@@ -56,6 +56,17 @@ BackendOptions = Annotated[
     typer.Option("--backend-option", help="Backend setting KEY=VALUE, e.g. device=usb:1 "
                  "(edgetpu) or engine_cache=/path (gpu); repeatable."),
 ]
+StainTTA = Annotated[
+    bool,
+    typer.Option("--stain-tta", help="Average each image under eight stain hues, each turned by "
+                 "a mirror image (8 runs per image; capture's default): steadier answers on "
+                 "another lab's stain (docs/robustness.md)."),
+]
+
+
+def _tta(mirror: bool, stain: bool) -> str:
+    """The test-time views (edgehemo.views) that --tta and --stain-tta ask for."""
+    return "stain" if stain else "mirror" if mirror else "none"
 
 
 def _version(value: bool) -> None:
@@ -260,6 +271,7 @@ def evaluate(
     ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average each image and its mirror "
                                       "images (4 runs per image).")] = False,
+    stain_tta: StainTTA = False,
     each_image: Annotated[
         bool, typer.Option("--each-image", help="An ImageFolder split's images come from "
                            "different microscopes: frame each at its own magnification, not "
@@ -280,14 +292,16 @@ def evaluate(
             raise ValueError("--write-card applies to torch checkpoints, not exported models")
         report = evaluate_artifact(model, data, split, backend=backend,
                                    settings=_backend_settings(threads, backend_option),
-                                   classes=classes, tta=tta, one_microscope=not each_image)
+                                   classes=classes, tta=_tta(tta, stain_tta),
+                                   one_microscope=not each_image)
         if confusion_png is not None:
             plot_confusion_matrix(report, confusion_png, title=f"{model} on {split}")
     else:
         from edgehemo.train.evaluate import evaluate_checkpoint
 
         report = evaluate_checkpoint(model, data, split, confusion_png=confusion_png,
-                                     record_in_card=write_card, classes=classes, tta=tta,
+                                     record_in_card=write_card, classes=classes,
+                                     tta=_tta(tta, stain_tta),
                                      one_microscope=not each_image)
     if json_out is not None:
         text = json.dumps(report, indent=2) + "\n"
@@ -412,6 +426,7 @@ def classify(
     ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average each image and its mirror "
                                       "images (4 runs per image).")] = False,
+    stain_tta: StainTTA = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
@@ -423,8 +438,8 @@ def classify(
     if missing:
         raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
     classifier = Classifier.load(model, backend=backend,
-                                 settings=_backend_settings(threads, backend_option), tta=tta,
-                                 classes=classes)
+                                 settings=_backend_settings(threads, backend_option),
+                                 tta=_tta(tta, stain_tta), classes=classes)
     result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px,
                             one_microscope=not each_image)
     for path, reason in result.skipped:

@@ -107,15 +107,6 @@ def shrunk(image: np.ndarray, shorter_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def mirror_views(batch: np.ndarray, *, channels_last: bool = False) -> list[np.ndarray]:
-    """`batch` (NCHW, or NHWC with `channels_last`) and its three mirror images: left-right,
-    top-bottom, both. A cell on a smear has no orientation, and the models were trained on
-    flipped and rotated crops; averaging over these is `--tta`."""
-    height, width = (-3, -2) if channels_last else (-2, -1)
-    return [batch, *(np.ascontiguousarray(np.flip(batch, axes))
-                     for axes in ((width,), (height,), (height, width)))]
-
-
 def centre_square(height: int, width: int, crop_fraction: float) -> tuple[int, int, int]:
     """(top, left, side) of the centred square that is `crop_fraction` of the shorter side."""
     side = max(1, round(crop_fraction * min(height, width)))

@@ -92,7 +92,7 @@ def test_capture_answers_name_no_platelet_unless_told_every_class(tmp_path, clip
     assert changed and all(was == "platelet" for was, _ in changed)
 
 
-def test_capture_averages_mirror_images_unless_told_and_can_count_white_cells_only(
+def test_capture_averages_stain_views_unless_told_and_can_count_white_cells_only(
         tmp_path, clip_path):
     def capture(name, *settings):
         sets = [arg for setting in settings for arg in ("--set", setting)]
@@ -103,16 +103,16 @@ def test_capture_averages_mirror_images_unless_told_and_can_count_white_cells_on
         with ResultStore.existing(tmp_path / name) as store:
             return store.session()["settings"]
 
-    mirrored, one = capture("mirrored"), capture("one", "capture.tta=false")
-    assert settings("mirrored")["capture"]["tta"] is True  # the default
-    assert settings("one")["capture"]["tta"] is False
-    assert len(one["cells"]) == len(mirrored["cells"])  # the same cells, averaged or not
+    averaged, one = capture("averaged"), capture("one", "capture.tta=false")
+    assert settings("averaged")["capture"]["tta"] == "stain"  # the default
+    assert settings("one")["capture"]["tta"] == "none"
+    assert len(one["cells"]) == len(averaged["cells"])  # the same cells, averaged or not
     gaps = [abs(a["probabilities"][name] - b["probabilities"][name])
-            for a, b in zip(one["cells"], mirrored["cells"], strict=True)
+            for a, b in zip(one["cells"], averaged["cells"], strict=True)
             for name in a["probabilities"]]
     assert max(gaps) > 1e-3
     told = capture("told", "capture.classes=white_cells")
-    assert len(told["cells"]) == len(mirrored["cells"])
+    assert len(told["cells"]) == len(averaged["cells"])
     assert not {"platelet", "erythroblast"} & {cell["class"] for cell in told["cells"]}
     assert settings("told")["capture"]["classes"] == "white_cells"
     assert "erythroblast" not in settings("told")["answer_classes"]

@@ -134,9 +134,11 @@ def test_evaluate_can_restrict_the_answers_too(model, samples_dir, tmp_path):
     assert sum(row[platelet] for row in told["confusion_matrix"]) == 0
     mirrored = json.loads(run("evaluate", "--model", model, "--data", data, "--json", "-",
                               "--tta").stdout)
-    assert (plain["tta"], mirrored["tta"]) == (False, True)
+    stained = json.loads(run("evaluate", "--model", model, "--data", data, "--json", "-",
+                             "--stain-tta").stdout)
+    assert (plain["tta"], mirrored["tta"], stained["tta"]) == ("none", "mirror", "stain")
     if model == "cbam_cnn":
-        for option in ("--classes=white_cells", "--tta"):
+        for option in ("--classes=white_cells", "--tta", "--stain-tta"):
             refused = run("evaluate", "--model", model, "--data", data, option, "--write-card",
                           check=False)
             assert refused.returncode == 2 and "not recorded in a card" in refused.stderr

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from edgehemo.datasets import ImageSet
-from edgehemo.preprocess import PER_IMAGE_STD_FLOOR, PreprocessSpec, mirror_views, normalize
+from edgehemo.preprocess import PER_IMAGE_STD_FLOOR, PreprocessSpec, normalize
 from edgehemo.train.augment import AugmentConfig, augment
+from edgehemo.views import tta_mode, tta_views
 
 
 def normalize_tensor(x: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
@@ -66,28 +67,21 @@ class TrainBatches:
             yield normalize_tensor(x, self.spec).contiguous(), self.labels[index]
 
 
-def eval_batches(
-    data: ImageSet, spec: PreprocessSpec, *, batch_size: int = 256
-) -> Iterator[torch.Tensor]:
-    """Normalised evaluation batches in dataset order, through the numpy path the device uses."""
-    for start in range(0, len(data), batch_size):
-        yield torch.from_numpy(normalize(data.images[start : start + batch_size], spec))
-
-
 @torch.no_grad()
 def predict_probabilities(
     model: torch.nn.Module, data: ImageSet, spec: PreprocessSpec, *, batch_size: int = 256,
-    device: torch.device | None = None, tta: bool = False,
+    device: torch.device | None = None, tta: bool | str = "none",
 ) -> np.ndarray:
     """Softmax probabilities (N, classes) of `model` (on `device`, default CPU) on every image
-    of `data`; `tta`: averaged over each image and its three mirror images, as the device's
-    `Classifier(tta=True)` does."""
+    of `data`; `tta`: averaged over the test-time views (`edgehemo.views`), as the device's
+    `Classifier(tta=...)` averages them."""
     model.eval()
-    batches = eval_batches(data, spec, batch_size=batch_size)
+    mode = tta_mode(tta)
 
-    def probabilities(x: torch.Tensor) -> torch.Tensor:
-        views = [torch.from_numpy(v) for v in mirror_views(x.numpy())] if tta else [x]
+    def probabilities(framed: np.ndarray) -> torch.Tensor:
+        views = [torch.from_numpy(normalize(view, spec)) for view in tta_views(framed, mode)]
         return torch.stack([torch.softmax(model(view.to(device or "cpu")), dim=1)
                             for view in views]).mean(0).cpu()
 
-    return torch.cat([probabilities(x) for x in batches]).numpy()
+    return torch.cat([probabilities(data.images[start : start + batch_size])
+                      for start in range(0, len(data), batch_size)]).numpy()

@@ -19,6 +19,7 @@ from edgehemo.models import resolve_weights
 from edgehemo.train.compact import expand_state
 from edgehemo.train.data import predict_probabilities
 from edgehemo.train.registry import count_parameters, create_model
+from edgehemo.views import tta_mode
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +53,16 @@ def evaluate_checkpoint(
     confusion_png: Path | None = None,
     record_in_card: bool = False,
     classes: str | None = None,
-    tta: bool = False,
+    tta: bool | str = "none",
     one_microscope: bool = True,
 ) -> dict[str, Any]:
     """Full metrics of a shipped model or checkpoint on one split of a dataset; `classes`
-    restricts the answers as `classify --classes` does and `tta` averages mirror images (neither
-    is recorded in a card); `one_microscope` frames an ImageFolder split at the magnification
-    measured over it."""
+    restricts the answers as `classify --classes` does and `tta` averages test-time views
+    (`edgehemo.views`; neither is recorded in a card); `one_microscope` frames an ImageFolder
+    split at the magnification measured over it."""
     weights = resolve_weights(name_or_path)
-    if (classes is not None or tta) and record_in_card:
+    tta = tta_mode(tta)
+    if (classes is not None or tta != "none") and record_in_card:
         raise ValueError("--classes and --tta change the answers: their metrics are not "
                          "recorded in a card")
     allowed = None if classes is None else answer_classes(classes, weights.card.classes)

@@ -1,0 +1,75 @@
+"""Test-time views of framed crops, whose probabilities a classifier averages.
+
+- `mirror`: each crop and its three mirror images (4 runs). A cell on a smear has no
+  orientation, and the models were trained on flipped and rotated crops.
+- `stain`: each crop under eight stain hues (8 runs), each hue turned by one of the four mirror
+  images. A new microscope's stain and camera change how much light of each colour a nucleus
+  absorbs; the 64x64 models were trained with that change drawn at random (`absorbance` in
+  train/augment.py), and on another lab's cells their answer still depends on it
+  (docs/robustness.md). Averaging over a fixed sample of it makes the answer depend less on the
+  one hue the site happens to have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TTA_MODES = ("none", "mirror", "stain")
+
+# Each channel's (R, G, B) optical density against the crop's background is multiplied by these:
+# eight rows drawn once from the training augmentation's range, log-uniform in 0.05-1.3
+# (numpy default_rng(0), rounded), not chosen by any result.
+STAIN_EXPONENTS: tuple[tuple[float, float, float], ...] = (
+    (0.398, 0.120, 0.057),
+    (0.053, 0.707, 0.978),
+    (0.361, 0.539, 0.294),
+    (1.052, 0.713, 0.050),
+    (0.817, 0.056, 0.539),
+    (0.089, 0.832, 0.292),
+    (0.133, 0.198, 0.055),
+    (0.075, 0.445, 0.412),
+)
+BACKGROUND_QUANTILE = 0.95  # as train/augment.py's absorbance: the bright plasma around the cell
+
+
+def tta_mode(value: bool | str | None) -> str:
+    """The test-time views `value` names: True is `mirror` (the former `--tta`), False or None
+    `none`, or one of TTA_MODES."""
+    if value is True:
+        return "mirror"
+    if value is False or value is None:
+        return "none"
+    if value not in TTA_MODES:
+        raise ValueError(f"unknown test-time views {value!r}: choose one of {', '.join(TTA_MODES)}")
+    return value
+
+
+def mirrored(batch: np.ndarray, index: int) -> np.ndarray:
+    """The `index`-th (mod 4) mirror image of a batch of NHWC images: itself, left-right,
+    top-bottom, both."""
+    axes = ((), (2,), (1,), (1, 2))[index % 4]
+    return np.ascontiguousarray(np.flip(batch, axes)) if axes else batch
+
+
+def stain_views(framed: np.ndarray) -> list[np.ndarray]:
+    """Each framed crop (N, H, W, 3) under each row of STAIN_EXPONENTS: every channel's ratio to
+    the crop's background raised to that row's power (optical density scaled), row k turned by
+    mirror image k; float32, 0..255, for `normalize`."""
+    pixels = framed.astype(np.float32) / 255.0
+    flat = pixels.reshape(len(pixels), -1, 3)
+    background = np.quantile(flat, BACKGROUND_QUANTILE, axis=1).astype(np.float32)
+    background = np.maximum(background, 1 / 255)[:, None, None, :]
+    ratio = np.clip(pixels / background, 1 / 255, 1.0)
+    return [mirrored(background * ratio ** np.asarray(row, np.float32) * 255.0, k)
+            for k, row in enumerate(STAIN_EXPONENTS)]
+
+
+def tta_views(framed: np.ndarray, mode: str) -> list[np.ndarray]:
+    """The views of framed crops (N, H, W, 3) whose probabilities `mode` averages."""
+    if mode == "stain":
+        return stain_views(framed)
+    if mode == "mirror":
+        return [mirrored(framed, k) for k in range(4)]
+    if mode == "none":
+        return [framed]
+    raise ValueError(f"unknown test-time views {mode!r}: choose one of {', '.join(TTA_MODES)}")
