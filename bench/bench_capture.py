@@ -10,9 +10,10 @@ decoded frames, looping the
 clip `--repeats` times, and reports frames/s and milliseconds per stage. The same run repeats it
 with torch eager in place of the runtime (what a user would write with the training checkpoint),
 so ratios come from one run on one machine, once more with the live view publishing (the
-current frame as JPEG and the figures, 4 times per second), and once with each crop's mirror
-images averaged (`[capture] tta`, the daemon's default; the other rows run one view, so that
-runtime and torch compare like for like). Needs edgehemo[train] for torch.
+current frame as JPEG and the figures, 4 times per second), and with each crop's test-time
+views averaged: its mirror images (`[capture] tta = "mirror"`, 4 runs) and eight stain hues
+(`"stain"`, 8 runs, the daemon's default); the other rows run one view, so that runtime and
+torch compare like for like. Needs edgehemo[train] for torch.
 """
 
 from __future__ import annotations
@@ -165,9 +166,10 @@ def main() -> None:
     runs = [(name, predict, False) for name, predict in runtimes.items()]
     runs.append((f"{args.model} (onnxruntime), one view + live view", classifier.predict_framed,
                  True))
-    mirrored = Classifier.load(args.model, backend="cpu", settings={"threads": 1}, tta=True)
-    runs.append((f"{args.model} (onnxruntime), mirror images averaged (tta, the default)",
-                 mirrored.predict_framed, False))
+    for mode, label in (("mirror", "mirror images averaged (tta = mirror)"),
+                        ("stain", "eight stain hues averaged (tta = stain, the default)")):
+        averaged = Classifier.load(args.model, backend="cpu", settings={"threads": 1}, tta=mode)
+        runs.append((f"{args.model} (onnxruntime), {label}", averaged.predict_framed, False))
     for size, frames in sizes.items():
         for name, predict, live in runs:
             with tempfile.TemporaryDirectory() as state:

@@ -43,12 +43,15 @@ from edgehemo.device.cellfinder import CellFinder, cut_crops
 from edgehemo.ruler import pbc_window_side
 
 
-def predictions(model: Model, framed: np.ndarray, tta: bool) -> np.ndarray:
-    return (views_mean(model.predict, framed) if tta else model.predict(framed)).argmax(1)
+def predictions(model: Model, framed: np.ndarray, tta: str) -> np.ndarray:
+    """Predicted classes, averaged over the test-time views `tta` names (none, mirror, stain)."""
+    if tta == "none":
+        return model.predict(framed).argmax(1)
+    return views_mean(model.predict, framed, tta).argmax(1)
 
 
 def site_accuracy(model: Model, images: list[np.ndarray], labels: np.ndarray,
-                  tta: bool = False) -> tuple[float, float]:
+                  tta: str = "none") -> tuple[float, float]:
     """Accuracy and balanced accuracy (mean per-class recall) on the site's held-out crops,
     framed as `classify` frames a folder of them (at the magnification measured over all)."""
     framed, _ = frame_set(images, model.spec)
@@ -86,7 +89,7 @@ def bccd_site(classes: list[str], per_class: int, ruler_crop_fraction: float | N
             f"BCCD cells labelled by the developers ({', '.join(sorted(kept))}), {cut}")
 
 
-def test_accuracy(model: Model, npz: Path, tta: bool = False) -> float:
+def test_accuracy(model: Model, npz: Path, tta: str = "none") -> float:
     test = load_dataset(npz, "test", model.spec)
     return float((predictions(model, test.images, tta) == test.labels).mean())
 
@@ -112,6 +115,9 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true",
                         help="also score each model with its mirror images averaged "
                              "(classify --tta)")
+    parser.add_argument("--stain-tta", action="store_true",
+                        help="also score each model with eight stain hues averaged "
+                             "(classify --stain-tta, capture's default)")
     args = parser.parse_args()
     before = Model(args.model)
     if args.ruler and args.site != "bccd":
@@ -162,10 +168,13 @@ def main() -> None:
         print("| model | site accuracy (held out) | site balanced accuracy "
               "| shared test accuracy |")
         print("|---|---:|---:|---:|")
+        views = {"none": "", "mirror": ", mirror images averaged",
+                 "stain": ", eight stain hues averaged"}
+        modes = ["none", *(["mirror"] if args.tta else []), *(["stain"] if args.stain_tta else [])]
         for name, model in rows:
-            for tta in (False, True) if args.tta else (False,):
+            for tta in modes:
                 accuracy, balanced = site_accuracy(model, held, held_labels, tta)
-                label = f"{name}, mirror images averaged" if tta else name
+                label = name + views[tta]
                 print(f"| {label} | {accuracy:.4f} | {balanced:.4f} | "
                       f"{test_accuracy(model, args.npz, tta):.4f} |")
 

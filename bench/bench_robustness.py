@@ -25,8 +25,10 @@ above).
 Models are exported artifacts run through the device runtime (NAME or NAME:BACKEND, e.g.
 cbam_cnn_int8:tflite) or torch weights (a shipped name or a .pt checkpoint); NAME@FRAMING
 (centre, auto, cell, ruler) frames the raw images another way than the model's card says.
-`--adapt-bn` adds, for torch models, the accuracy after re-estimating BatchNorm statistics on the
-shifted images themselves (unlabelled, as `edgehemo adapt` does with a site's crops).
+`--tta mirror|stain` averages each crop's test-time views (`edgehemo.views`, as `classify --tta`
+and `--stain-tta` do) for every model. `--adapt-bn` adds, for torch models, the accuracy after
+re-estimating BatchNorm statistics on the shifted images themselves (unlabelled, as `edgehemo
+adapt` does with a site's crops).
 Validation only: the test split is not read here.
 """
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -284,9 +287,16 @@ def main() -> None:
     parser.add_argument("--each-image", action="store_true",
                         help="frame each image at its own magnification (classify "
                              "--each-image) instead of the one measured over its set")
+    parser.add_argument("--tta", choices=["none", "mirror", "stain"], default="none",
+                        help="average each crop's test-time views (classify --tta: mirror, "
+                             "--stain-tta: stain)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     models = [Model(name) for name in args.models]
+    if args.tta != "none":
+        for model in models:
+            model.predict = functools.partial(views_mean, model.predict, mode=args.tta)
+            model.name += f" ({args.tta} views)"
     images, labels, classes = load_val(args.pbc)
     frames = bccd_frames(args.bccd) if args.bccd.is_dir() else []
     finder = CellFinder()
@@ -309,6 +319,8 @@ def main() -> None:
             cells.append(f"{accuracy:.3f}{odd}")
             rows.append({"shift": shift, "model": model.name, "accuracy": round(accuracy, 4)})
             predict_adapted = model.adapted(framed) if args.adapt_bn else None
+            if predict_adapted is not None and args.tta != "none":
+                predict_adapted = functools.partial(views_mean, predict_adapted, mode=args.tta)
             if predict_adapted is not None:
                 adapted = float((predict_adapted(framed).argmax(1) == labels).mean())
                 cells[-1] += f" → {adapted:.3f} BN"
