@@ -14,6 +14,7 @@ from edgehemo.classes import attention_reason, is_white_cell
 from edgehemo.ood import UNFAMILIAR, session_looks_unfamiliar, unfamiliar_warning
 from edgehemo.store import ResultStore
 from edgehemo.store.schema import NOT_A_CELL
+from edgehemo.views import tta_mode
 
 CSV_COLUMNS = ("session", "sample_id", "cell_id", "frame", "class", "reviewed_class", "confidence",
                "x0", "y0", "x1", "y1", "flags", "crop", "model", "backend", "latency_ms")
@@ -54,6 +55,9 @@ def session_results(store: ResultStore, key: str | int | None = None, *,
         "end_reason", "source", "model", "model_sha256", "backend", "target_count",
         "red_cell_px", "red_cells_measured")}
     out["classes"] = classes
+    # the test-time views each crop was averaged over (edgehemo.views); sessions before
+    # 1 Dec 2026 recorded true / false (mirror images / one view), older ones nothing
+    out["views"] = tta_mode(session["settings"].get("capture", {}).get("tta"))
     # sessions recorded before answers could be restricted name every class
     out["answer_classes"] = session["settings"].get("answer_classes", classes)
     # A whole-frame model classifies fields of view: each "cell" row is one field.
@@ -116,7 +120,8 @@ def differential_lines(session: dict[str, Any]) -> list[str]:
     """The count as a person reads it: one line per class, white cells first."""
     counts, white = session["counts"], session["white_cells"]
     lines = [f"session {session['uid']}  sample {session['sample_id'] or '-'}  "
-             f"model {session['model']} ({session['backend']})  status {session['status']}"]
+             f"model {session['model']} ({session['backend']}, views {session['views']})  "
+             f"status {session['status']}"]
     frames = session["frames"]
     rejected = ", ".join(f"{n} {why}" for why, n in sorted(frames["rejected"].items())) or "none"
     lines.append(f"frames kept {frames['kept']}, rejected: {rejected}")

@@ -106,6 +106,9 @@ def test_capture_averages_stain_views_unless_told_and_can_count_white_cells_only
     averaged, one = capture("averaged"), capture("one", "capture.tta=false")
     assert settings("averaged")["capture"]["tta"] == "stain"  # the default
     assert settings("one")["capture"]["tta"] == "none"
+    assert (averaged["views"], one["views"]) == ("stain", "none")
+    listed = run_cli("results", "--state-dir", tmp_path / "averaged").stdout
+    assert "views stain" in listed
     assert len(one["cells"]) == len(averaged["cells"])  # the same cells, averaged or not
     gaps = [abs(a["probabilities"][name] - b["probabilities"][name])
             for a, b in zip(one["cells"], averaged["cells"], strict=True)

@@ -129,3 +129,21 @@ def test_a_database_of_the_previous_schema_gains_the_red_cell_columns_and_keeps_
         store.record_red_cells(session_id, 88.614, 107)
         assert (store.session(uid)["red_cell_px"], store.session(uid)["red_cells_measured"]) == (
             88.61, 107)
+
+
+@pytest.mark.parametrize(("settings", "views"), [
+    ({"capture": {"tta": "stain"}}, "stain"),
+    ({"capture": {"tta": True}}, "mirror"),  # sessions recorded before 1 Dec 2026
+    ({"capture": {"tta": False}}, "none"),
+    ({}, "none"),  # before test-time views existed
+])
+def test_results_name_the_test_time_views_of_old_and_new_sessions(tmp_path, settings, views):
+    from dataclasses import replace
+
+    from edgehemo.results import differential_lines, session_results
+
+    with ResultStore.in_dir(tmp_path) as store:
+        store.start_session(replace(INFO, settings=settings))
+        summary = session_results(store)
+    assert summary["views"] == views
+    assert f"views {views})" in differential_lines(summary)[0]
