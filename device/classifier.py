@@ -19,6 +19,7 @@ from edgehemo.preprocess import crop_and_resize, normalize
 from edgehemo.views import tta_mode, tta_views
 
 logger = logging.getLogger(__name__)
+MAX_BATCH_ROWS = 64  # images per runtime call when test-time views are averaged
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -128,9 +129,18 @@ class Classifier:
     def _probabilities(self, framed: np.ndarray) -> np.ndarray:
         """Probabilities for framed uint8 images, averaged over the test-time views."""
         views = tta_views(framed, tta_mode(self.tta))
-        # one batch for all views: a runtime call per view costs more than the extra rows
-        batch = normalize(views[0] if len(views) == 1 else np.concatenate(views),
-                          self.manifest.preprocessing)
-        probabilities = softmax(self.backend.run(batch))
-        probabilities = probabilities.reshape(len(views), len(framed), -1).mean(axis=0)
+        # Several views per runtime call (a call costs more than a few extra rows), at most
+        # MAX_BATCH_ROWS rows per call (a 224x224 model's batch of 32 images x 8 views would
+        # take 150 MB). Summed view by view in order, as a mean over all of them would be.
+        per_call = max(1, MAX_BATCH_ROWS // len(framed))
+        total: np.ndarray | None = None
+        for start in range(0, len(views), per_call):
+            group = views[start : start + per_call]
+            batch = normalize(group[0] if len(group) == 1 else np.concatenate(group),
+                              self.manifest.preprocessing)
+            for probabilities in softmax(self.backend.run(batch)).reshape(len(group),
+                                                                          len(framed), -1):
+                total = probabilities.copy() if total is None else total + probabilities
+        assert total is not None
+        probabilities = total / len(views)
         return probabilities if self.answers is None else restricted(probabilities, self.answers)

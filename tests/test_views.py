@@ -102,3 +102,18 @@ def test_torch_evaluation_averages_the_same_stain_views(samples_dir):
     assert np.allclose(averaged, expected, atol=1e-5)
     device = Classifier.load("cbam_cnn_fp32", backend="cpu", tta="stain")
     assert np.allclose(device.predict_framed(data.images), averaged, atol=1e-4)
+
+
+def test_views_go_to_the_runtime_in_batches_of_at_most_max_rows(samples_dir, monkeypatch):
+    import edgehemo.device.classifier as classifier_module
+
+    stain = Classifier.load("cbam_cnn_int8", backend="cpu", tta="stain")
+    images = load_image_folder(samples_dir, "test", stain.manifest.preprocessing).images[:5]
+    whole = stain.predict_framed(images)  # 5 images x 8 views: one call of 40 rows
+    rows: list[int] = []
+    run = stain.backend.run
+    monkeypatch.setattr(stain.backend, "run", lambda batch: rows.append(len(batch)) or run(batch))
+    monkeypatch.setattr(classifier_module, "MAX_BATCH_ROWS", 12)
+    limited = stain.predict_framed(images)
+    assert rows == [10, 10, 10, 10]  # two views of 5 images per call
+    assert np.allclose(limited, whole, atol=1e-6)
