@@ -16,7 +16,7 @@ from edgehemo.errors import CheckpointError
 from edgehemo.manifest import ArtifactManifest, verify_artifact
 from edgehemo.models import Artifact, resolve_artifact
 from edgehemo.preprocess import crop_and_resize, normalize
-from edgehemo.views import tta_mode, tta_views
+from edgehemo.views import TtaMode, tta_mode, tta_views
 
 logger = logging.getLogger(__name__)
 MAX_BATCH_ROWS = 64  # images per runtime call when test-time views are averaged
@@ -41,11 +41,11 @@ class Classifier:
 
     artifact: Artifact
     backend: Backend
-    tta: bool | str = "none"
+    tta: TtaMode = "none"
     answers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        self.tta = tta_mode(self.tta)
+        self.tta = tta_mode(self.tta)  # also reads the former True / False
 
     @property
     def manifest(self) -> ArtifactManifest:
@@ -76,7 +76,7 @@ class Classifier:
             )
             raise BackendError(f"invalid settings for backend {backend!r}: {problems}") from error
         runner = backend_type(artifact.path, artifact.manifest, backend_settings)
-        classifier = cls(artifact, runner, tta)
+        classifier = cls(artifact, runner, tta_mode(tta))
         classifier._check_input_spec()
         if classes is not None:
             classifier.restrict_answers(classes)
@@ -128,19 +128,18 @@ class Classifier:
 
     def _probabilities(self, framed: np.ndarray) -> np.ndarray:
         """Probabilities for framed uint8 images, averaged over the test-time views."""
-        views = tta_views(framed, tta_mode(self.tta))
+        views = tta_views(framed, self.tta)
         # Several views per runtime call (a call costs more than a few extra rows), at most
         # MAX_BATCH_ROWS rows per call (a 224x224 model's batch of 32 images x 8 views would
         # take 150 MB). Summed view by view in order, as a mean over all of them would be.
         per_call = max(1, MAX_BATCH_ROWS // len(framed))
-        total: np.ndarray | None = None
+        total = np.zeros((len(framed), len(self.manifest.classes)), np.float32)
         for start in range(0, len(views), per_call):
             group = views[start : start + per_call]
             batch = normalize(group[0] if len(group) == 1 else np.concatenate(group),
                               self.manifest.preprocessing)
             for probabilities in softmax(self.backend.run(batch)).reshape(len(group),
                                                                           len(framed), -1):
-                total = probabilities.copy() if total is None else total + probabilities
-        assert total is not None
+                total += probabilities
         probabilities = total / len(views)
         return probabilities if self.answers is None else restricted(probabilities, self.answers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -14,7 +14,7 @@ from edgehemo.device.quality import QualitySettings
 from edgehemo.device.sources.opencv_capture import UsbCameraSettings
 from edgehemo.device.sources.picamera import PiCameraSettings
 from edgehemo.device.tracking import TrackerSettings
-from edgehemo.views import tta_mode
+from edgehemo.views import TtaMode, tta_mode
 
 DEFAULT_CONFIG = Path("/etc/edgehemo/edgehemo.toml")
 STATE_DIR_ENV = "EDGEHEMO_STATE_DIR"
@@ -26,7 +26,7 @@ class CaptureSettings(BaseModel):
     model: str = Field("cbam_cnn_int8", description="Model name or artifact path.")
     backend: str = Field("cpu", description="cpu, gpu, tflite or edgetpu.")
     threads: int = Field(1, ge=0, description="Inference threads (0 = runtime default).")
-    tta: Literal["none", "mirror", "stain"] = Field(
+    tta: TtaMode = Field(
         "stain", description="Test-time views averaged per crop: stain (eight stain hues, each "
         "turned by a mirror image: 8 runs), mirror (the crop and its mirror images: 4 runs) or "
         "none (one run); true means mirror, false none.")

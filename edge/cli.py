@@ -66,6 +66,9 @@ StainTTA = Annotated[
 
 def _tta(mirror: bool, stain: bool) -> str:
     """The test-time views (edgehemo.views) that --tta and --stain-tta ask for."""
+    if mirror and stain:
+        raise ValueError("--tta and --stain-tta: give one (the stain hues are already turned by "
+                         "the mirror images)")
     return "stain" if stain else "mirror" if mirror else "none"
 
 

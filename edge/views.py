@@ -12,9 +12,12 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
-TTA_MODES = ("none", "mirror", "stain")
+TtaMode = Literal["none", "mirror", "stain"]
+TTA_MODES: tuple[str, ...] = get_args(TtaMode)
 
 # Each channel's (R, G, B) optical density against the crop's background is multiplied by these:
 # eight rows drawn once from the training augmentation's range, log-uniform in 0.05-1.3
@@ -32,7 +35,7 @@ STAIN_EXPONENTS: tuple[tuple[float, float, float], ...] = (
 BACKGROUND_QUANTILE = 0.95  # as train/augment.py's absorbance: the bright plasma around the cell
 
 
-def tta_mode(value: bool | str | None) -> str:
+def tta_mode(value: bool | str | None) -> TtaMode:
     """The test-time views `value` names: True is `mirror` (the former `--tta`), False or None
     `none`, or one of TTA_MODES."""
     if value is True:
@@ -41,7 +44,7 @@ def tta_mode(value: bool | str | None) -> str:
         return "none"
     if value not in TTA_MODES:
         raise ValueError(f"unknown test-time views {value!r}: choose one of {', '.join(TTA_MODES)}")
-    return value
+    return value  # type: ignore[return-value]  # checked against TTA_MODES above
 
 
 def mirrored(batch: np.ndarray, index: int) -> np.ndarray:

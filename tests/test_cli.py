@@ -137,6 +137,8 @@ def test_evaluate_can_restrict_the_answers_too(model, samples_dir, tmp_path):
     stained = json.loads(run("evaluate", "--model", model, "--data", data, "--json", "-",
                              "--stain-tta").stdout)
     assert (plain["tta"], mirrored["tta"], stained["tta"]) == ("none", "mirror", "stain")
+    both = run("evaluate", "--model", model, "--data", data, "--tta", "--stain-tta", check=False)
+    assert both.returncode == 2 and "--tta and --stain-tta: give one" in both.stderr
     if model == "cbam_cnn":
         for option in ("--classes=white_cells", "--tta", "--stain-tta"):
             refused = run("evaluate", "--model", model, "--data", data, option, "--write-card",
