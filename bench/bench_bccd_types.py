@@ -60,6 +60,7 @@ from edgehemo.classes import answer_classes, restricted
 from edgehemo.framing import cell_window, locate_nucleus, window
 from edgehemo.preprocess import crop_and_resize, opencv
 from edgehemo.ruler import pbc_window_side, pooled_diameter
+from edgehemo.views import resolve_views
 
 LABELS = Path(__file__).resolve().parent / "data" / "bccd_wbc_types.csv"
 
@@ -211,6 +212,7 @@ def main() -> None:
         print(f"BCCD red-cell diameter: {red_cell:.1f} px (median of {measured} lone red cells)")
     for name in args.models:
         model = Model(name)
+        resolve_views(tta, model.spec.test_views, model.name)  # stain: only if trained for it
         allowed = None if args.classes is None else answer_classes(args.classes, model.classes)
         runs = [(model.name, None, None)]
         if site:

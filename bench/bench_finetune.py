@@ -41,6 +41,7 @@ from bench_robustness import (
 from edgehemo.datasets import load_dataset
 from edgehemo.device.cellfinder import CellFinder, cut_crops
 from edgehemo.ruler import pbc_window_side
+from edgehemo.views import resolve_views
 
 
 def predictions(model: Model, framed: np.ndarray, tta: str) -> np.ndarray:
@@ -173,6 +174,7 @@ def main() -> None:
         modes = ["none", *(["mirror"] if args.tta else []), *(["stain"] if args.stain_tta else [])]
         for name, model in rows:
             for tta in modes:
+                resolve_views(tta, model.spec.test_views, model.name)  # stain: trained for it
                 accuracy, balanced = site_accuracy(model, held, held_labels, tta)
                 label = name + views[tta]
                 print(f"| {label} | {accuracy:.4f} | {balanced:.4f} | "

@@ -51,7 +51,7 @@ from edgehemo.ood import ColourReference
 from edgehemo.preprocess import PreprocessSpec, crop_and_resize, normalize
 from edgehemo.ruler import pbc_window_side, pooled_diameter
 from edgehemo.sitescale import SiteScale, framing_scale
-from edgehemo.views import tta_views
+from edgehemo.views import resolve_views, tta_views
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -295,7 +295,8 @@ def main() -> None:
     models = [Model(name) for name in args.models]
     if args.tta != "none":
         for model in models:
-            model.predict = functools.partial(views_mean, model.predict, mode=args.tta)
+            mode = resolve_views(args.tta, model.spec.test_views, model.name)
+            model.predict = functools.partial(views_mean, model.predict, mode=mode)
             model.name += f" ({args.tta} views)"
     images, labels, classes = load_val(args.pbc)
     frames = bccd_frames(args.bccd) if args.bccd.is_dir() else []

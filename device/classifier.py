@@ -16,7 +16,7 @@ from edgehemo.errors import CheckpointError
 from edgehemo.manifest import ArtifactManifest, verify_artifact
 from edgehemo.models import Artifact, resolve_artifact
 from edgehemo.preprocess import crop_and_resize, normalize
-from edgehemo.views import TtaMode, tta_mode, tta_views
+from edgehemo.views import TtaMode, resolve_views, tta_views
 
 logger = logging.getLogger(__name__)
 MAX_BATCH_ROWS = 64  # images per runtime call when test-time views are averaged
@@ -33,7 +33,8 @@ class Classifier:
     """An artifact running on a backend; probabilities for framed or raw cell images.
 
     `tta`: the test-time views whose probabilities are averaged (`edgehemo.views`): "none",
-    "mirror" (each image and its mirror images, 4 runs) or "stain" (eight stain hues, 8 runs);
+    "mirror" (each image and its mirror images, 4 runs), "stain" (eight stain hues, 8 runs; only
+    for a model trained under varied stain hues) or "auto" (the views the manifest names);
     True means "mirror". docs/robustness.md measures what they change. `answers`: indices of
     the only classes an answer may name (`restrict_answers`), their probabilities
     renormalised; None: every class.
@@ -45,7 +46,9 @@ class Classifier:
     answers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        self.tta = tta_mode(self.tta)  # also reads the former True / False
+        # "auto" becomes the manifest's views; the former True / False are read as well
+        self.tta = resolve_views(self.tta, self.manifest.preprocessing.test_views,
+                                 self.manifest.name)
 
     @property
     def manifest(self) -> ArtifactManifest:
@@ -76,7 +79,7 @@ class Classifier:
             )
             raise BackendError(f"invalid settings for backend {backend!r}: {problems}") from error
         runner = backend_type(artifact.path, artifact.manifest, backend_settings)
-        classifier = cls(artifact, runner, tta_mode(tta))
+        classifier = cls(artifact, runner, tta)  # type: ignore[arg-type]  # resolved in __post_init__
         classifier._check_input_spec()
         if classes is not None:
             classifier.restrict_answers(classes)

@@ -14,7 +14,7 @@ from edgehemo.device.quality import QualitySettings
 from edgehemo.device.sources.opencv_capture import UsbCameraSettings
 from edgehemo.device.sources.picamera import PiCameraSettings
 from edgehemo.device.tracking import TrackerSettings
-from edgehemo.views import TtaMode, tta_mode
+from edgehemo.views import ViewsSetting, tta_mode
 
 DEFAULT_CONFIG = Path("/etc/edgehemo/edgehemo.toml")
 STATE_DIR_ENV = "EDGEHEMO_STATE_DIR"
@@ -26,10 +26,12 @@ class CaptureSettings(BaseModel):
     model: str = Field("cbam_cnn_int8", description="Model name or artifact path.")
     backend: str = Field("cpu", description="cpu, gpu, tflite or edgetpu.")
     threads: int = Field(1, ge=0, description="Inference threads (0 = runtime default).")
-    tta: TtaMode = Field(
-        "stain", description="Test-time views averaged per crop: stain (eight stain hues, each "
-        "turned by a mirror image: 8 runs), mirror (the crop and its mirror images: 4 runs) or "
-        "none (one run); true means mirror, false none.")
+    tta: ViewsSetting = Field(
+        "auto", description="Test-time views averaged per crop: auto (those the model's "
+        "manifest names: stain for the shipped cbam_cnn models, mirror for the others), stain "
+        "(eight stain hues, each turned by a mirror image: 8 runs; only for a model trained under "
+        "varied stain hues), mirror (the crop and its mirror images: 4 runs) or none (one run); "
+        "true means mirror, false none.")
     classes: str | None = Field(
         None, description="The only classes an answer may name: comma-separated, white_cells "
         "(no platelet or nucleated red cell is counted), nucleated_cells (no platelet) or all. "

@@ -210,6 +210,7 @@ class CaptureDaemon:
                           "model_preprocessing": manifest.preprocessing.model_dump(mode="json"),
                           "model_takes": manifest.takes,
                           "answer_classes": classifier.answer_names,
+                          "views": classifier.tta,
                           "colour_reference": manifest.colour_reference is not None},
             ))
         except BaseException:

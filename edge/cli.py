@@ -56,20 +56,31 @@ BackendOptions = Annotated[
     typer.Option("--backend-option", help="Backend setting KEY=VALUE, e.g. device=usb:1 "
                  "(edgetpu) or engine_cache=/path (gpu); repeatable."),
 ]
+Views = Annotated[
+    str | None,
+    typer.Option("--views", help="Test-time views averaged per image: auto (those the model's "
+                 "manifest names: stain for the shipped cbam_cnn models, mirror for the others), "
+                 "stain (eight stain hues, each turned by a mirror image: 8 runs; steadier on "
+                 "another lab's stain, only for models trained under varied hues), mirror (the "
+                 "image and its mirror images: 4 runs) or none (one run)."),
+]
 StainTTA = Annotated[
-    bool,
-    typer.Option("--stain-tta", help="Average each image under eight stain hues, each turned by "
-                 "a mirror image (8 runs per image; capture's default): steadier answers on "
-                 "another lab's stain (docs/robustness.md)."),
+    bool, typer.Option("--stain-tta", help="Short for --views stain."),
+]
+MirrorTTA = Annotated[
+    bool, typer.Option("--tta", help="Short for --views mirror."),
 ]
 
 
-def _tta(mirror: bool, stain: bool) -> str:
-    """The test-time views (edgehemo.views) that --tta and --stain-tta ask for."""
-    if mirror and stain:
-        raise ValueError("--tta and --stain-tta: give one (the stain hues are already turned by "
-                         "the mirror images)")
-    return "stain" if stain else "mirror" if mirror else "none"
+def _views(views: str | None, mirror: bool, stain: bool, default: str) -> str:
+    """The test-time views (edgehemo.views) that --views, --tta or --stain-tta ask for; the
+    command's `default` where none is given."""
+    given = [name for name, asked in (("--views", views is not None), ("--tta", mirror),
+                                      ("--stain-tta", stain)) if asked]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)}: give one (--tta is --views mirror, --stain-tta "
+                         "--views stain)")
+    return views if views is not None else "stain" if stain else "mirror" if mirror else default
 
 
 def _version(value: bool) -> None:
@@ -272,8 +283,8 @@ def evaluate(
         str | None, typer.Option(help="The only classes an answer may name, as for classify "
                                  "(comma-separated, white_cells or nucleated_cells).")
     ] = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Average each image and its mirror "
-                                      "images (4 runs per image).")] = False,
+    views: Views = None,
+    tta: MirrorTTA = False,
     stain_tta: StainTTA = False,
     each_image: Annotated[
         bool, typer.Option("--each-image", help="An ImageFolder split's images come from "
@@ -295,7 +306,8 @@ def evaluate(
             raise ValueError("--write-card applies to torch checkpoints, not exported models")
         report = evaluate_artifact(model, data, split, backend=backend,
                                    settings=_backend_settings(threads, backend_option),
-                                   classes=classes, tta=_tta(tta, stain_tta),
+                                   classes=classes,
+                                   tta=_views(views, tta, stain_tta, "none"),
                                    one_microscope=not each_image)
         if confusion_png is not None:
             plot_confusion_matrix(report, confusion_png, title=f"{model} on {split}")
@@ -304,7 +316,7 @@ def evaluate(
 
         report = evaluate_checkpoint(model, data, split, confusion_png=confusion_png,
                                      record_in_card=write_card, classes=classes,
-                                     tta=_tta(tta, stain_tta),
+                                     tta=_views(views, tta, stain_tta, "none"),
                                      one_microscope=not each_image)
     if json_out is not None:
         text = json.dumps(report, indent=2) + "\n"
@@ -427,8 +439,8 @@ def classify(
                                  "platelet or nucleated red cell) or nucleated_cells (no "
                                  "platelet); probabilities are renormalised over them.")
     ] = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Average each image and its mirror "
-                                      "images (4 runs per image).")] = False,
+    views: Views = None,
+    tta: MirrorTTA = False,
     stain_tta: StainTTA = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
@@ -442,7 +454,8 @@ def classify(
         raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
     classifier = Classifier.load(model, backend=backend,
                                  settings=_backend_settings(threads, backend_option),
-                                 tta=_tta(tta, stain_tta), classes=classes)
+                                 tta=_views(views, tta, stain_tta, "auto"),
+                                 classes=classes)
     result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px,
                             one_microscope=not each_image)
     for path, reason in result.skipped:

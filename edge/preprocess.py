@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgehemo.errors import ImageReadError
+from edgehemo.views import TtaMode
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -59,6 +60,12 @@ class PreprocessSpec(BaseModel):
         "edgehemo.framing. No nucleus found: the centre square. ruler: the window of as many "
         "red-cell diameters as the training window, around the nucleus, the red cells measured "
         "on the image itself or given for the site (edgehemo.ruler); auto where neither is.",
+    )
+    test_views: TtaMode = Field(
+        "mirror",
+        description="The test-time views averaged when a user asks for auto (edgehemo.views): "
+        "stain for a model trained under varied stain hues (the field_hue augmentation), the "
+        "only models stain views are allowed for; mirror for the others.",
     )
 
 # floor of a channel's deviation (0..1 scale) in per-image normalisation: a flat image stays flat

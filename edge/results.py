@@ -55,9 +55,11 @@ def session_results(store: ResultStore, key: str | int | None = None, *,
         "end_reason", "source", "model", "model_sha256", "backend", "target_count",
         "red_cell_px", "red_cells_measured")}
     out["classes"] = classes
-    # the test-time views each crop was averaged over (edgehemo.views); sessions before
-    # 1 Dec 2026 recorded true / false (mirror images / one view), older ones nothing
-    out["views"] = tta_mode(session["settings"].get("capture", {}).get("tta"))
+    # the test-time views each crop was averaged over (edgehemo.views); sessions before the
+    # "auto" setting recorded only the setting: true / false (mirror images / one view) or a
+    # mode, the oldest ones nothing
+    settings = session["settings"]
+    out["views"] = settings.get("views") or tta_mode(settings.get("capture", {}).get("tta"))
     # sessions recorded before answers could be restricted name every class
     out["answer_classes"] = session["settings"].get("answer_classes", classes)
     # A whole-frame model classifies fields of view: each "cell" row is one field.

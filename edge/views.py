@@ -7,7 +7,10 @@
   absorbs; the 64x64 models were trained with that change drawn at random (`absorbance` in
   train/augment.py), and on another lab's cells their answer still depends on it
   (docs/robustness.md). Averaging over a fixed sample of it makes the answer depend less on the
-  one hue the site happens to have.
+  one hue the site happens to have. Only for models trained with that augmentation: a model
+  that never saw a stain of another colour answers these views at chance (se_cnn 14 % on the
+  validation split), so `resolve_views` refuses them for it.
+- `auto` (a setting, not a view): the views the model's card names (`PreprocessSpec.test_views`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import numpy as np
 
 TtaMode = Literal["none", "mirror", "stain"]
 TTA_MODES: tuple[str, ...] = get_args(TtaMode)
+ViewsSetting = Literal["auto", "none", "mirror", "stain"]
+VIEWS_SETTINGS: tuple[str, ...] = get_args(ViewsSetting)
 
 # Each channel's (R, G, B) optical density against the crop's background is multiplied by these:
 # eight rows drawn once from the training augmentation's range, log-uniform in 0.05-1.3
@@ -45,6 +50,25 @@ def tta_mode(value: bool | str | None) -> TtaMode:
     if value not in TTA_MODES:
         raise ValueError(f"unknown test-time views {value!r}: choose one of {', '.join(TTA_MODES)}")
     return value  # type: ignore[return-value]  # checked against TTA_MODES above
+
+
+def resolve_views(value: bool | str | None, model_views: TtaMode, model: str = "this model"
+                  ) -> TtaMode:
+    """The views to average for a model whose card names `model_views`: `auto` means those;
+    otherwise as `tta_mode` reads `value`. Stain hues only for a model whose card names them
+    (trained under varied stain hues): for any other they would make its answers meaningless."""
+    if value == "auto":
+        return model_views
+    if isinstance(value, str) and value not in TTA_MODES:
+        raise ValueError(f"unknown test-time views {value!r}: choose one of "
+                         f"{', '.join(VIEWS_SETTINGS)}")
+    mode = tta_mode(value)
+    if mode == "stain" and model_views != "stain":
+        raise ValueError(
+            f"{model} was not trained under varied stain hues (its card's test views: "
+            f"{model_views}), so stain views would make its answers meaningless; use auto (its "
+            f"views), mirror or none")
+    return mode
 
 
 def mirrored(batch: np.ndarray, index: int) -> np.ndarray:

@@ -104,8 +104,9 @@ def test_capture_averages_stain_views_unless_told_and_can_count_white_cells_only
             return store.session()["settings"]
 
     averaged, one = capture("averaged"), capture("one", "capture.tta=false")
-    assert settings("averaged")["capture"]["tta"] == "stain"  # the default
-    assert settings("one")["capture"]["tta"] == "none"
+    assert settings("averaged")["capture"]["tta"] == "auto"  # the default: the model's views
+    assert settings("averaged")["views"] == "stain"
+    assert (settings("one")["capture"]["tta"], settings("one")["views"]) == ("none", "none")
     assert (averaged["views"], one["views"]) == ("stain", "none")
     listed = run_cli("results", "--state-dir", tmp_path / "averaged").stdout
     assert "views stain" in listed

@@ -89,6 +89,22 @@ def test_doctor_reports_runtimes_and_fixes(tmp_path):
         assert "pip install 'edgehemo[tflite]'" in result.stdout
 
 
+def test_classify_answers_with_the_models_views_as_capture_does(samples_dir):
+    folder = samples_dir / "eosinophil"
+
+    def probabilities(*options):
+        rows = json.loads(run("classify", folder, "--json", "--top-k", "8", *options).stdout)
+        return [{t["label"]: t["probability"] for t in row["topk"]} for row in rows]
+
+    default, stain, one = probabilities(), probabilities("--views", "stain"), probabilities(
+        "--views", "none")
+    assert default == stain != one  # cbam_cnn_int8's manifest names the stain views
+    refused = run("classify", folder, "--model", "se_cnn_int8", "--stain-tta", check=False)
+    assert refused.returncode == 2 and "not trained under varied stain hues" in refused.stderr
+    typo = run("classify", folder, "--views", "stains", check=False)
+    assert typo.returncode == 2 and "choose one of auto, none, mirror, stain" in typo.stderr
+
+
 def test_classify_can_be_told_the_crops_are_white_cells(samples_dir):
     import numpy as np
 
@@ -137,8 +153,14 @@ def test_evaluate_can_restrict_the_answers_too(model, samples_dir, tmp_path):
     stained = json.loads(run("evaluate", "--model", model, "--data", data, "--json", "-",
                              "--stain-tta").stdout)
     assert (plain["tta"], mirrored["tta"], stained["tta"]) == ("none", "mirror", "stain")
+    auto = json.loads(run("evaluate", "--model", model, "--data", data, "--json", "-",
+                          "--views", "auto").stdout)
+    assert auto["tta"] == "stain" and auto["confusion_matrix"] == stained["confusion_matrix"]
     both = run("evaluate", "--model", model, "--data", data, "--tta", "--stain-tta", check=False)
     assert both.returncode == 2 and "--tta and --stain-tta: give one" in both.stderr
+    both = run("evaluate", "--model", model, "--data", data, "--views", "none", "--tta",
+               check=False)
+    assert both.returncode == 2 and "--views and --tta: give one" in both.stderr
     if model == "cbam_cnn":
         for option in ("--classes=white_cells", "--tta", "--stain-tta"):
             refused = run("evaluate", "--model", model, "--data", data, option, "--write-card",

@@ -132,7 +132,8 @@ def test_a_database_of_the_previous_schema_gains_the_red_cell_columns_and_keeps_
 
 
 @pytest.mark.parametrize(("settings", "views"), [
-    ({"capture": {"tta": "stain"}}, "stain"),
+    ({"capture": {"tta": "auto"}, "views": "stain"}, "stain"),
+    ({"capture": {"tta": "stain"}}, "stain"),  # sessions recorded before the auto setting
     ({"capture": {"tta": True}}, "mirror"),  # sessions recorded before 1 Dec 2026
     ({"capture": {"tta": False}}, "none"),
     ({}, "none"),  # before test-time views existed

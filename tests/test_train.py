@@ -337,6 +337,14 @@ def test_a_cell_framed_training_records_its_framing_in_the_card(tiny_npz, tmp_pa
     assert card.preprocessing.framing == "cell" and result.history
 
 
+def test_the_card_names_stain_views_only_for_training_under_varied_stain_hues(tiny_npz, tmp_path):
+    # stain views for a model that never saw another stain's colour: answers at chance
+    train(_config(tiny_npz, tmp_path / "hue", epochs=1, augment="field_hue"))
+    train(_config(tiny_npz, tmp_path / "plain", epochs=1, augment="strong"))
+    assert read_card(tmp_path / "hue" / "best.json").preprocessing.test_views == "stain"
+    assert read_card(tmp_path / "plain" / "best.json").preprocessing.test_views == "mirror"
+
+
 def test_a_second_view_is_drawn_for_about_half_the_images(sample_set):
     dark = sample_set.subset(np.arange(len(sample_set)))
     dark.images[:] = 0

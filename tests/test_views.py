@@ -13,6 +13,7 @@ from edgehemo.preprocess import load_image
 from edgehemo.views import (
     STAIN_EXPONENTS,
     mirrored,
+    resolve_views,
     stain_views,
     tta_mode,
     tta_views,
@@ -29,10 +30,33 @@ def test_tta_mode_reads_the_former_flag_and_refuses_unknown_names():
 
 
 def test_capture_settings_take_a_mode_or_the_former_true_and_false():
-    assert CaptureSettings().tta == "stain"
+    assert CaptureSettings().tta == "auto"
     assert (CaptureSettings(tta=True).tta, CaptureSettings(tta=False).tta) == ("mirror", "none")
-    with pytest.raises(ValidationError, match="'none', 'mirror' or 'stain'"):
+    with pytest.raises(ValidationError, match="'auto', 'none', 'mirror' or 'stain'"):
         CaptureSettings(tta="stains")
+
+
+def test_auto_is_the_models_views_and_stain_needs_a_model_trained_under_stain_hues():
+    assert resolve_views("auto", "stain") == "stain"
+    assert resolve_views("auto", "mirror") == "mirror"
+    assert [resolve_views(v, "stain") for v in (True, False, "none", "stain")] == [
+        "mirror", "none", "none", "stain"]
+    assert resolve_views("mirror", "mirror") == "mirror"
+    with pytest.raises(ValueError, match="se_cnn_int8 was not trained under varied stain hues"):
+        resolve_views("stain", "mirror", "se_cnn_int8")
+    with pytest.raises(ValueError, match="choose one of auto, none, mirror, stain"):
+        resolve_views("stains", "stain")
+
+
+def test_the_classifier_takes_its_views_from_the_manifest():
+    shipped = Classifier.load("cbam_cnn_int8", backend="cpu", tta="auto")
+    assert shipped.manifest.preprocessing.test_views == "stain" and shipped.tta == "stain"
+    # se_cnn was trained without the stain-hue augmentation: on the validation split it
+    # answers the stain views at chance (docs/robustness.md), so they are refused for it
+    other = Classifier.load("se_cnn_int8", backend="cpu", tta="auto")
+    assert other.manifest.preprocessing.test_views == "mirror" and other.tta == "mirror"
+    with pytest.raises(ValueError, match="se_cnn_int8 was not trained under varied stain"):
+        Classifier.load("se_cnn_int8", backend="cpu", tta="stain")
 
 
 def test_mirrored_gives_the_image_and_its_three_mirror_images():

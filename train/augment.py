@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from edgehemo.views import TtaMode
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -232,3 +234,9 @@ def augment(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) 
         flip = torch.rand(x.shape[0], generator=generator) < config.invert_p
         x = torch.where(flip.view(-1, 1, 1, 1), 1.0 - x, x)
     return x
+
+
+def views_for_augmentation(augment: str) -> TtaMode:
+    """The test-time views a model trained with the `augment` preset answers best under
+    (`PreprocessSpec.test_views`): stain hues only where training varied them."""
+    return "stain" if PRESETS[augment].absorbance_p > 0 else "mirror"

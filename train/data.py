@@ -10,7 +10,7 @@ import torch
 from edgehemo.datasets import ImageSet
 from edgehemo.preprocess import PER_IMAGE_STD_FLOOR, PreprocessSpec, normalize
 from edgehemo.train.augment import AugmentConfig, augment
-from edgehemo.views import tta_mode, tta_views
+from edgehemo.views import resolve_views, tta_views
 
 
 def normalize_tensor(x: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
@@ -74,9 +74,9 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Softmax probabilities (N, classes) of `model` (on `device`, default CPU) on every image
     of `data`; `tta`: averaged over the test-time views (`edgehemo.views`), as the device's
-    `Classifier(tta=...)` averages them."""
+    `Classifier(tta=...)` averages them ("auto": the views `spec` names)."""
     model.eval()
-    mode = tta_mode(tta)
+    mode = resolve_views(tta, spec.test_views)
 
     def probabilities(framed: np.ndarray) -> torch.Tensor:
         views = [torch.from_numpy(normalize(view, spec)) for view in tta_views(framed, mode)]

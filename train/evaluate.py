@@ -19,7 +19,7 @@ from edgehemo.models import resolve_weights
 from edgehemo.train.compact import expand_state
 from edgehemo.train.data import predict_probabilities
 from edgehemo.train.registry import count_parameters, create_model
-from edgehemo.views import tta_mode
+from edgehemo.views import resolve_views
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def evaluate_checkpoint(
     (`edgehemo.views`; neither is recorded in a card); `one_microscope` frames an ImageFolder
     split at the magnification measured over it."""
     weights = resolve_weights(name_or_path)
-    tta = tta_mode(tta)
+    tta = resolve_views(tta, weights.card.preprocessing.test_views, weights.name)
     if (classes is not None or tta != "none") and record_in_card:
         raise ValueError("--classes and --tta change the answers: their metrics are not "
                          "recorded in a card")

@@ -31,7 +31,7 @@ from edgehemo.framing import reframe
 from edgehemo.models import resolve_weights
 from edgehemo.preprocess import FRAMINGS, PreprocessSpec, channel_statistics
 from edgehemo.store.atomic import sha256_file, write_atomically
-from edgehemo.train.augment import PRESETS
+from edgehemo.train.augment import PRESETS, views_for_augmentation
 from edgehemo.train.compact import expand_state
 from edgehemo.train.data import TrainBatches, predict_probabilities
 from edgehemo.train.evaluate import load_model
@@ -202,7 +202,8 @@ def load_training_data(config: TrainConfig) -> tuple[ImageSet, ImageSet, Preproc
         train = train.subset(np.sort(rng.permutation(len(train))[: config.limit]))
         val = val.subset(np.sort(rng.permutation(len(val))[: max(1, config.limit // 4)]))
     mean, std = channel_statistics(train.images)
-    spec = base.model_copy(update={"mean": mean, "std": std})
+    spec = base.model_copy(update={"mean": mean, "std": std,
+                                   "test_views": views_for_augmentation(config.augment)})
     return train, val, spec
 
 
