@@ -605,13 +605,17 @@ def models(
 
     out = Console()
     exported = Table(title="Exported models (classify, capture; no torch needed)")
-    for column in ("name", "format", "precision", "architecture", "size", "test acc"):
+    # the name is what a user types: never cut, whatever the terminal's width
+    exported.add_column("name", no_wrap=True,
+                        min_width=max((len(row["name"]) for row in artifacts), default=4))
+    for column in ("format", "precision", "architecture", "size", "test acc", "views"):
         exported.add_column(column)
     for row in artifacts:
         accuracy = row["test_accuracy"]
         exported.add_row(
             row["name"], row["format"], row["precision"], row["architecture"],
             f"{row['bytes'] / 1e6:.2f} MB", f"{accuracy:.4f}" if accuracy is not None else "-",
+            row["views"],
         )
     out.print(exported)
     table = Table(title="Shipped weights (torch checkpoints: evaluate, export, fine-tune)")

@@ -45,6 +45,7 @@ class ModelWeights:
             "bytes": self.checkpoint.stat().st_size,
             "test_accuracy": test.get("accuracy"),
             "classes": list(self.card.classes),
+            "views": self.card.preprocessing.test_views,
             "path": str(self.checkpoint),
         }
 
@@ -99,6 +100,7 @@ class Artifact:
             "architecture": self.manifest.architecture,
             "bytes": self.manifest.bytes,
             "test_accuracy": test.get("accuracy"),
+            "views": self.manifest.preprocessing.test_views,
             "path": str(self.path),
         }
 

@@ -46,6 +46,10 @@ def test_train_then_evaluate_then_models(tiny_npz, tmp_path):
     listing = json.loads(run("models", "--json").stdout)
     names = {row["name"] for row in listing["architectures"]}
     assert {"cbam_cnn", "hemonet", "se_vgg15"} <= names
+    views = {(row["name"], row["format"]): row["views"] for row in listing["exported"]}
+    assert views[("cbam_cnn_int8", "tflite")] == "stain" and views[("se_cnn_int8", "onnx")] == (
+        "mirror")
+    assert {row["name"]: row["views"] for row in listing["weights"]}["hemonet"] == "mirror"
 
 
 def test_evaluate_on_an_image_folder(tmp_path, tiny_npz, samples_dir):
