@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgehemo.datasets import ImageSet, align_classes, load_dataset
+from edgehemo.datasets import ImageSet, align_classes, load_dataset, renamed_classes
 from edgehemo.device.classifier import Classifier
 from edgehemo.metrics import classification_report
 
@@ -45,8 +45,10 @@ def evaluate_artifact(
                                  models_dir=models_dir, tta=tta, classes=classes)
     dataset = load_dataset(data, split, classifier.manifest.preprocessing,
                            one_microscope=one_microscope)
+    renamed = renamed_classes(dataset, classifier.manifest.classes)
     report, _ = evaluate_classifier(classifier, dataset)
     report.update({
+        "class_folders": renamed or None,
         "model": classifier.artifact.name,
         "architecture": classifier.manifest.architecture,
         "checkpoint": str(classifier.artifact.path),

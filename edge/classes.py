@@ -24,6 +24,54 @@ NOT_WHITE_CELLS = frozenset({"platelet", "erythroblast"})
 NOT_NUCLEATED = frozenset({"platelet"})
 
 
+# Other datasets' and labs' names for the classes (after `_folded`: lower case, underscores):
+# PBC's own download names immature granulocytes "ig", Raabin-WBC capitalises, LISC abbreviates,
+# Matek's AML set uses cytology codes. A user's labelled folders keep their names.
+CLASS_SYNONYMS: dict[str, str] = {
+    "ba": "basophil", "baso": "basophil", "bas": "basophil",
+    "eo": "eosinophil", "eos": "eosinophil", "eosi": "eosinophil", "eosino": "eosinophil",
+    "ly": "lymphocyte", "lym": "lymphocyte", "lymp": "lymphocyte", "lymph": "lymphocyte",
+    "lympho": "lymphocyte", "lyt": "lymphocyte",
+    "mo": "monocyte", "mon": "monocyte", "mono": "monocyte",
+    "ne": "neutrophil", "neu": "neutrophil", "neut": "neutrophil", "neutro": "neutrophil",
+    "seg": "neutrophil", "sne": "neutrophil", "ngs": "neutrophil", "band": "neutrophil",
+    "bne": "neutrophil", "ngb": "neutrophil", "segmented_neutrophil": "neutrophil",
+    "band_neutrophil": "neutrophil", "neutrophil_segmented": "neutrophil",
+    "neutrophil_band": "neutrophil",
+    "ig": "immature_granulocyte", "immature_granulocyte": "immature_granulocyte",
+    "my": "immature_granulocyte", "myo": "immature_granulocyte", "mmy": "immature_granulocyte",
+    "mmz": "immature_granulocyte", "pmy": "immature_granulocyte", "pmo": "immature_granulocyte",
+    "pmb": "immature_granulocyte",
+    "myelocyte": "immature_granulocyte", "metamyelocyte": "immature_granulocyte",
+    "promyelocyte": "immature_granulocyte",
+    "erb": "erythroblast", "ebo": "erythroblast", "nrbc": "erythroblast",
+    "nucleated_red_cell": "erythroblast", "nucleated_red_blood_cell": "erythroblast",
+    "normoblast": "erythroblast",
+    "plt": "platelet", "thrombocyte": "platelet",
+}
+
+
+def _folded(name: str) -> str:
+    return "_".join(name.strip().lower().replace("-", " ").replace("_", " ").split())
+
+
+def model_class(name: str, classes: Sequence[str]) -> str | None:
+    """The class among `classes` (a model's) that a dataset's class name means: the same name,
+    up to case, spaces, hyphens and a plural s, or a synonym from CLASS_SYNONYMS; None if none
+    does."""
+    if name in classes:
+        return name
+    by_folded = {_folded(c): c for c in classes}
+    folded = _folded(name)
+    for candidate in (folded, folded.removesuffix("s"), folded.removesuffix("es")):
+        if candidate in by_folded:
+            return by_folded[candidate]
+        synonym = CLASS_SYNONYMS.get(candidate)
+        if synonym is not None and synonym in classes:
+            return synonym
+    return None
+
+
 def attention_reason(class_name: str) -> str | None:
     return ATTENTION.get(class_name)
 

@@ -326,6 +326,9 @@ def evaluate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(text)
     print(format_report(report))
+    if report.get("class_folders"):
+        console.print(escape("classes read as: " + ", ".join(
+            f"{name} -> {found}" for name, found in report["class_folders"].items())))
     if report.get("magnification"):
         from edgehemo.sitescale import SiteScale
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgehemo.classes import model_class
 from edgehemo.errors import DatasetError, ImageReadError
 from edgehemo.preprocess import IMAGE_SUFFIXES, PreprocessSpec, crop_and_resize, load_image
 from edgehemo.sitescale import SiteScale, framing_scale
@@ -60,17 +62,40 @@ class ImageSet:
         )
 
 
-def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
-    """Relabel `data` to the class order `classes` (a model's); refuse classes it lacks."""
-    if data.classes == classes:
-        return data
-    unknown = sorted(set(data.classes) - set(classes))
+def class_mapping(names: Sequence[str], classes: tuple[str, ...], source: str = "the data"
+                  ) -> dict[str, str]:
+    """Each dataset class name -> the model class (of `classes`) it means
+    (`edgehemo.classes.model_class`: case, plurals and other labs' names); refuse names that
+    mean none."""
+    mapping = {name: model_class(name, classes) for name in names}
+    unknown = sorted(name for name, found in mapping.items() if found is None)
     if unknown:
         raise DatasetError(
-            f"{data.source}: classes {unknown} are not among the model's {list(classes)}"
+            f"{source}: classes {unknown} are not among the model's {list(classes)}; rename "
+            "those folders to one of them (other labs' usual names, e.g. ig, Neutrophil, "
+            "lymphocytes, are read as the model's)"
         )
-    mapping = np.asarray([classes.index(name) for name in data.classes])
-    return ImageSet(data.images, mapping[data.labels], classes, data.files, data.source,
+    return {name: found for name, found in mapping.items() if found is not None}
+
+
+def renamed_classes(data: ImageSet, classes: tuple[str, ...]) -> dict[str, str]:
+    """The class names of `data` that `align_classes` reads as another name of `classes`."""
+    return {name: found for name, found in class_mapping(data.classes, classes, data.source).items()
+            if name != found}
+
+
+def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
+    """Relabel `data` to the class order `classes` (a model's), its class names read as
+    `class_mapping` reads them; refuse classes it lacks."""
+    if data.classes == classes:
+        return data
+    mapping = class_mapping(data.classes, classes, data.source)
+    renamed = renamed_classes(data, classes)
+    if renamed:
+        logger.info("%s: classes read as %s", data.source,
+                    ", ".join(f"{name} -> {found}" for name, found in renamed.items()))
+    index = np.asarray([classes.index(mapping[name]) for name in data.classes])
+    return ImageSet(data.images, index[data.labels], classes, data.files, data.source,
                     data.scale)
 
 

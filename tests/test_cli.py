@@ -61,6 +61,24 @@ def test_evaluate_on_an_image_folder(tmp_path, tiny_npz, samples_dir):
     assert report["num_images"] == 32 and report["classes"][7] == "platelet"
 
 
+def test_evaluate_reads_a_labs_own_class_folder_names(samples_dir, tmp_path):
+    import shutil
+
+    for name in ("immature_granulocyte", "neutrophil", "basophil"):
+        shutil.copytree(samples_dir / name, tmp_path / "site" / {
+            "immature_granulocyte": "IG", "neutrophil": "Neutrophils"}.get(name, name))
+        shutil.copytree(samples_dir / name, tmp_path / "ours" / name)
+    theirs = json.loads(run("evaluate", "--model", "cbam_cnn_int8", "--data",
+                            tmp_path / "site", "--json", "-").stdout)
+    ours = json.loads(run("evaluate", "--model", "cbam_cnn_int8", "--data", tmp_path / "ours",
+                          "--json", "-").stdout)
+    assert theirs["class_folders"] == {"IG": "immature_granulocyte", "Neutrophils": "neutrophil"}
+    assert ours["class_folders"] is None
+    assert theirs["confusion_matrix"] == ours["confusion_matrix"]
+    printed = run("evaluate", "--model", "cbam_cnn_int8", "--data", tmp_path / "site").stderr
+    assert "classes read as: IG -> immature_granulocyte, Neutrophils -> neutrophil" in printed
+
+
 def test_user_errors_are_one_clear_line(tmp_path, tiny_npz):
     result = run("train", "cbam-cnn", "--data", tiny_npz, "--out", tmp_path, check=False)
     assert result.returncode == 2 and "Did you mean: cbam_cnn" in result.stderr

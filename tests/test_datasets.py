@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,55 @@ def test_per_image_colour_normalisation_agrees_and_removes_a_colour_cast(sample_
     assert np.abs(shifted - expected).mean() < 0.1  # vs. ~0.5 with the fixed mean/std
     fixed = PreprocessSpec()
     assert np.abs(normalize(cast, fixed) - normalize(images, fixed)).mean() > 0.15
+
+
+def test_other_labs_class_names_are_read_as_the_models():
+    from edgehemo.classes import model_class
+
+    classes = ("basophil", "eosinophil", "erythroblast", "immature_granulocyte", "lymphocyte",
+               "monocyte", "neutrophil", "platelet")
+    read = {name: model_class(name, classes) for name in (
+        "ig", "IG", "Immature Granulocytes", "immature-granulocyte", "Neutrophil", "NEUTROPHIL",
+        "neut", "NGS", "BNE", "Lymphocytes", "lymp", "eos", "Basophils", "PLT", "platelets",
+        "nucleated red cell", "MYB", "blast", "smudge")}
+    assert read == {
+        "ig": "immature_granulocyte", "IG": "immature_granulocyte",
+        "Immature Granulocytes": "immature_granulocyte",
+        "immature-granulocyte": "immature_granulocyte", "Neutrophil": "neutrophil",
+        "NEUTROPHIL": "neutrophil", "neut": "neutrophil", "NGS": "neutrophil",
+        "BNE": "neutrophil", "Lymphocytes": "lymphocyte", "lymp": "lymphocyte",
+        "eos": "eosinophil", "Basophils": "basophil", "PLT": "platelet", "platelets": "platelet",
+        "nucleated red cell": "erythroblast", "MYB": None, "blast": None, "smudge": None}
+    # a synonym counts only where the model has that class
+    assert model_class("ig", ("basophil", "neutrophil")) is None
+
+
+def test_a_labs_own_folder_names_give_the_same_labels(samples_dir, tmp_path):
+    import shutil
+
+    from edgehemo.datasets import align_classes, renamed_classes
+
+    spec = PreprocessSpec(framing="centre")
+    plain = load_image_folder(samples_dir, "test", spec)
+    names = {"immature_granulocyte": "ig", "lymphocyte": "Lymphocytes", "platelet": "PLT"}
+    for name in plain.classes:
+        if name == "neutrophil":  # two folders of one class: segmented and band
+            files = sorted((samples_dir / name).iterdir())
+            for folder, part in (("SNE", files[::2]), ("BNE", files[1::2])):
+                (tmp_path / folder).mkdir()
+                for file in part:
+                    shutil.copy(file, tmp_path / folder)
+        else:
+            shutil.copytree(samples_dir / name, tmp_path / names.get(name, name))
+    theirs = load_image_folder(tmp_path, "test", spec)
+    assert renamed_classes(theirs, plain.classes) == {
+        "BNE": "neutrophil", "Lymphocytes": "lymphocyte", "PLT": "platelet", "SNE": "neutrophil",
+        "ig": "immature_granulocyte"}
+    aligned = align_classes(theirs, plain.classes)
+    ours = dict(zip((Path(f).name for f in plain.files), plain.labels.tolist(), strict=True))
+    assert {Path(f).name: label for f, label in zip(aligned.files, aligned.labels.tolist(),
+                                                     strict=True)} == ours
+    (tmp_path / "MYB").mkdir()
+    shutil.copy(next((samples_dir / "basophil").iterdir()), tmp_path / "MYB")
+    with pytest.raises(DatasetError, match=r"classes \['MYB'\] are not among the model's"):
+        align_classes(load_image_folder(tmp_path, "test", spec), plain.classes)

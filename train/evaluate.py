@@ -12,7 +12,7 @@ from torch import nn
 
 from edgehemo.cards import ModelCard, card_path_for, verify_checkpoint, write_card
 from edgehemo.classes import answer_classes, restricted
-from edgehemo.datasets import align_classes, load_dataset
+from edgehemo.datasets import align_classes, load_dataset, renamed_classes
 from edgehemo.errors import CheckpointError
 from edgehemo.metrics import classification_report, plot_confusion_matrix
 from edgehemo.models import resolve_weights
@@ -67,9 +67,10 @@ def evaluate_checkpoint(
                          "recorded in a card")
     allowed = None if classes is None else answer_classes(classes, weights.card.classes)
     model = load_model(weights.checkpoint, weights.card)
-    dataset = align_classes(load_dataset(data, split, weights.card.preprocessing,
-                                         one_microscope=one_microscope),
-                             weights.card.classes)
+    dataset = load_dataset(data, split, weights.card.preprocessing,
+                           one_microscope=one_microscope)
+    renamed = renamed_classes(dataset, weights.card.classes)
+    dataset = align_classes(dataset, weights.card.classes)
     start = time.perf_counter()
     probabilities = predict_probabilities(model, dataset, weights.card.preprocessing, tta=tta)
     if allowed is not None:
@@ -87,6 +88,7 @@ def evaluate_checkpoint(
         "ms_per_image": 1000 * seconds / max(1, len(dataset)),
         "threads": torch.get_num_threads(),
         "answer_classes": None if allowed is None else [weights.card.classes[i] for i in allowed],
+        "class_folders": renamed or None,
         "tta": tta,
         "magnification": dataset.scale._asdict() if dataset.scale is not None else None,
     })
