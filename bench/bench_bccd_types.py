@@ -32,6 +32,10 @@ cell are not an answer (any comma-separated class names may be given instead).
 `--stain-tta` each cell under eight stain hues (`edgehemo.views`), as `classify --stain-tta` and
 capture by default do.
 
+`--write-folder DIR` writes the labelled box crops as an ImageFolder instead (lossless PNG,
+BCCD's own upper-case class names), so the command line scores them as a user would:
+`edgehemo evaluate --model cbam_cnn_int8 --data DIR [--views auto]`.
+
 Needs ../shared/data/bccd (the frames); the labels ship with the repository.
 """
 
@@ -167,9 +171,24 @@ def score(model: Model, framed: np.ndarray, truth: list[str], classes: list[str]
     }
 
 
+def write_folder(root: Path, crops: list[np.ndarray], truth: list[str]) -> None:
+    """The labelled box crops as PNG files in `root`/<LABEL>/, BCCD's upper-case class names."""
+    cv2 = opencv()
+    for index, (crop, label) in enumerate(zip(crops, truth, strict=True)):
+        folder = root / label.upper()
+        folder.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(folder / f"{index:03d}.png"), crop):
+            raise SystemExit(f"{folder}: could not write {index:03d}.png")
+    print(f"{len(crops)} crops written to {root} ({', '.join(sorted(set(truth)))})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--models", nargs="+")
+    parser.add_argument("--write-folder", type=Path, metavar="DIR",
+                        help="instead, write the labelled box crops as lossless PNG into "
+                             "DIR/<BCCD's label>/ (an ImageFolder in another lab's names, for "
+                             "`edgehemo evaluate --data DIR` and `edgehemo classify`)")
     parser.add_argument("--bccd", type=Path, default=SHARED / "bccd")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     parser.add_argument("--adapt-bn", action="store_true",
@@ -198,6 +217,11 @@ def main() -> None:
         raise SystemExit(f"{args.bccd}: BCCD frames not found (see ../shared/data/README.md)")
     tta = "stain" if args.stain_tta else "mirror" if args.tta else "none"
     crops, truth = labelled_crops(args.bccd)
+    if args.write_folder is not None:
+        write_folder(args.write_folder, crops, truth)
+        return
+    if not args.models:
+        parser.error("--models is required (unless --write-folder)")
     counts = Counter(truth)
     classes = [n for n, _ in counts.most_common() if counts[n] >= 10]
     header = ["model", "framing", "accuracy", "balanced (classes with >= 10 cells)",
