@@ -34,7 +34,7 @@ capture by default do.
 
 `--write-folder DIR` writes the labelled box crops as an ImageFolder instead (lossless PNG,
 BCCD's own upper-case class names), so the command line scores them as a user would:
-`edgehemo evaluate --model cbam_cnn_int8 --data DIR [--views auto]`.
+`edgehemo evaluate --model cbam_cnn_int8 --data DIR [--views none]`.
 
 Needs ../shared/data/bccd (the frames); the labels ship with the repository.
 """

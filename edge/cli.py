@@ -58,7 +58,8 @@ BackendOptions = Annotated[
 ]
 Views = Annotated[
     str | None,
-    typer.Option("--views", help="Test-time views averaged per image: auto (those the model's "
+    typer.Option("--views", help="Test-time views averaged per image (default auto; one view, "
+                 "none, with evaluate --write-card): auto (those the model's "
                  "manifest names: stain for the shipped cbam_cnn models, mirror for the others), "
                  "stain (eight stain hues, each turned by a mirror image: 8 runs; steadier on "
                  "another lab's stain, only for models trained under varied hues), mirror (the "
@@ -294,10 +295,15 @@ def evaluate(
 ) -> None:
     """Accuracy, F1, per-class precision/recall/sensitivity/specificity, confusion matrix.
 
-    Exported models (e.g. cbam_cnn_int8) run through the device runtime, without torch.
+    Exported models (e.g. cbam_cnn_int8) run through the device runtime, without torch. The
+    answers are averaged over the model's own test-time views, as classify and capture average
+    them; --views none measures the model alone (what --write-card records).
     """
     from edgehemo.metrics import format_report, plot_confusion_matrix
     from edgehemo.models import is_artifact_name
+
+    # what classify and capture answer; a card records the model's own figures (one view)
+    default_views = "none" if write_card else "auto"
 
     if is_artifact_name(model):
         from edgehemo.device.evaluate import evaluate_artifact
@@ -307,7 +313,7 @@ def evaluate(
         report = evaluate_artifact(model, data, split, backend=backend,
                                    settings=_backend_settings(threads, backend_option),
                                    classes=classes,
-                                   tta=_views(views, tta, stain_tta, "none"),
+                                   tta=_views(views, tta, stain_tta, default_views),
                                    one_microscope=not each_image)
         if confusion_png is not None:
             plot_confusion_matrix(report, confusion_png, title=f"{model} on {split}")
@@ -316,7 +322,7 @@ def evaluate(
 
         report = evaluate_checkpoint(model, data, split, confusion_png=confusion_png,
                                      record_in_card=write_card, classes=classes,
-                                     tta=_views(views, tta, stain_tta, "none"),
+                                     tta=_views(views, tta, stain_tta, default_views),
                                      one_microscope=not each_image)
     if json_out is not None:
         text = json.dumps(report, indent=2) + "\n"

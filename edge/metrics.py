@@ -71,7 +71,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines = []
     header = report.get("model", "")
     if header:
-        lines.append(f"model {header} on {report.get('data', '')} [{report.get('split', '')}]")
+        views = report.get("tta")
+        described = {"none": "one view", "mirror": "mirror images averaged",
+                     "stain": "eight stain hues averaged"}.get(views, views)
+        lines.append(f"model {header} on {report.get('data', '')} [{report.get('split', '')}]"
+                     + (f", {described}" if described else ""))
     lines.append(
         f"accuracy {report['accuracy']:.4f}  weighted F1 {report['weighted_f1']:.4f}  "
         f"macro F1 {report['macro_f1']:.4f}  images {report['num_images']}"

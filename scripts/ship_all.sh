@@ -63,11 +63,11 @@ for model in hemonet hemonet_gap; do
   ship_passing "runs/export_$model"
 done
 for model in cbam_cnn cbam_cnn_lab se_cnn sa_cnn; do
-  .venv/bin/edgehemo evaluate --model "$model" --data "$DATA" --split test \
+  .venv/bin/edgehemo evaluate --model "$model" --data "$DATA" --split test --views none \
     --confusion-png "docs/img/confusion_$model.png" --json "docs/results/evaluate_$model.json"
 done
 for model in hemonet hemonet_gap; do
-  .venv/bin/edgehemo evaluate --model "$model" --data "$FOLDER" --split test \
+  .venv/bin/edgehemo evaluate --model "$model" --data "$FOLDER" --split test --views none \
     --confusion-png "docs/img/confusion_$model.png" --json "docs/results/evaluate_$model.json"
 done
 $PY scripts/results_table.py > docs/results/tables.md

@@ -27,7 +27,7 @@ run() {
   mkdir -p "$OUT/$name"
   (
     "$EDGEHEMO" -v train "$@" "${common[@]}" "${extra[@]}" --out "$OUT/$name" --name "$name" &&
-      "$EDGEHEMO" evaluate --model "$OUT/$name/best.pt" --data "$DATA" --split test \
+      "$EDGEHEMO" evaluate --model "$OUT/$name/best.pt" --data "$DATA" --split test --views none \
         --json "$OUT/$name/test.json"
   ) >"$OUT/$name/train.log" 2>&1 &
 }
