@@ -38,7 +38,7 @@ CLASS_SYNONYMS: dict[str, str] = {
     "bne": "neutrophil", "ngb": "neutrophil", "segmented_neutrophil": "neutrophil",
     "band_neutrophil": "neutrophil", "neutrophil_segmented": "neutrophil",
     "neutrophil_band": "neutrophil",
-    "ig": "immature_granulocyte", "immature_granulocyte": "immature_granulocyte",
+    "ig": "immature_granulocyte",
     "my": "immature_granulocyte", "myo": "immature_granulocyte", "mmy": "immature_granulocyte",
     "mmz": "immature_granulocyte", "pmy": "immature_granulocyte", "pmo": "immature_granulocyte",
     "pmb": "immature_granulocyte",

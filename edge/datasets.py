@@ -90,7 +90,7 @@ def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
     if data.classes == classes:
         return data
     mapping = class_mapping(data.classes, classes, data.source)
-    renamed = renamed_classes(data, classes)
+    renamed = {name: found for name, found in mapping.items() if name != found}
     if renamed:
         logger.info("%s: classes read as %s", data.source,
                     ", ".join(f"{name} -> {found}" for name, found in renamed.items()))
