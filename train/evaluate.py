@@ -63,8 +63,8 @@ def evaluate_checkpoint(
     weights = resolve_weights(name_or_path)
     tta = resolve_views(tta, weights.card.preprocessing.test_views, weights.name)
     if (classes is not None or tta != "none") and record_in_card:
-        raise ValueError("--classes and --tta change the answers: their metrics are not "
-                         "recorded in a card")
+        raise ValueError(f"--classes and test-time views ({tta}) change the answers: their "
+                         "metrics are not recorded in a card (--write-card takes --views none)")
     allowed = None if classes is None else answer_classes(classes, weights.card.classes)
     model = load_model(weights.checkpoint, weights.card)
     dataset = load_dataset(data, split, weights.card.preprocessing,
