@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from edgehemo.views import describe_views
+
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts (num_classes, num_classes): rows are true classes, columns predicted classes."""
@@ -72,10 +74,8 @@ def format_report(report: dict[str, Any]) -> str:
     header = report.get("model", "")
     if header:
         views = report.get("tta")
-        described = {"none": "one view", "mirror": "mirror images averaged",
-                     "stain": "eight stain hues averaged"}.get(views, views)
         lines.append(f"model {header} on {report.get('data', '')} [{report.get('split', '')}]"
-                     + (f", {described}" if described else ""))
+                     + (f", {describe_views(views)}" if views else ""))
     lines.append(
         f"accuracy {report['accuracy']:.4f}  weighted F1 {report['weighted_f1']:.4f}  "
         f"macro F1 {report['macro_f1']:.4f}  images {report['num_images']}"

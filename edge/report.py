@@ -17,6 +17,7 @@ from edgehemo.errors import EdgehemoError
 from edgehemo.ood import UNFAMILIAR, session_looks_unfamiliar, unfamiliar_warning
 from edgehemo.results import magnification_line, unanswered_classes
 from edgehemo.store.schema import NOT_A_CELL
+from edgehemo.views import describe_views
 
 DISCLAIMER = (
     "Screening aid only. These results were produced automatically and must be confirmed by a "
@@ -98,8 +99,8 @@ def render_report(session: dict[str, Any], state_dir: Path,
         ("Status", f"{session['status']} ({session['end_reason'] or ''})"),
         ("Operator", session["operator"] or "-"), ("Notes", session["notes"] or "-"),
         ("Model", f"{session['model']} (sha256 {session['model_sha256'][:12]}…)"),
-        ("Backend", session["backend"]), ("Source", session["source"]),
-        ("Review", review_line),
+        ("Backend", session["backend"]), ("Test-time views", describe_views(session["views"])),
+        ("Source", session["source"]), ("Review", review_line),
     ]
     if session.get("unit") != "field":
         meta.insert(-1, ("Magnification", magnification_line(session)))

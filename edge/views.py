@@ -52,6 +52,17 @@ def tta_mode(value: bool | str | None) -> TtaMode:
     return value  # type: ignore[return-value]  # checked against TTA_MODES above
 
 
+VIEW_DESCRIPTIONS: dict[str, str] = {
+    "none": "one view", "mirror": "mirror images averaged (4 runs)",
+    "stain": "eight stain hues averaged (8 runs)",
+}
+
+
+def describe_views(mode: str) -> str:
+    """How a report says which test-time views its answers averaged."""
+    return VIEW_DESCRIPTIONS.get(mode, mode)
+
+
 def resolve_views(value: bool | str | None, model_views: TtaMode, model: str = "this model"
                   ) -> TtaMode:
     """The views to average for a model whose card names `model_views`: `auto` means those;
