@@ -457,6 +457,7 @@ def classify(
     """Classify single-cell images of any size; non-image files are reported and skipped."""
     from edgehemo.device.classifier import Classifier
     from edgehemo.device.classify import classify_paths
+    from edgehemo.views import describe_views
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -465,6 +466,8 @@ def classify(
                                  settings=_backend_settings(threads, backend_option),
                                  tta=_views(views, tta, stain_tta, "auto"),
                                  classes=classes)
+    console.print(escape(f"{classifier.artifact.name} on {backend}, "
+                         f"{describe_views(classifier.tta)}"))
     result = classify_paths(classifier, paths, top_k=top_k, red_cell=red_cell_px,
                             one_microscope=not each_image)
     for path, reason in result.skipped:

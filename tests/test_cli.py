@@ -122,6 +122,8 @@ def test_classify_answers_with_the_models_views_as_capture_does(samples_dir):
     default, stain, one = probabilities(), probabilities("--views", "stain"), probabilities(
         "--views", "none")
     assert default == stain != one  # cbam_cnn_int8's manifest names the stain views
+    said = run("classify", folder, "--model", "se_cnn_int8").stderr
+    assert "se_cnn_int8 on cpu, mirror images averaged (4 runs)" in said
     refused = run("classify", folder, "--model", "se_cnn_int8", "--stain-tta", check=False)
     assert refused.returncode == 2 and "not trained under varied stain hues" in refused.stderr
     typo = run("classify", folder, "--views", "stains", check=False)
