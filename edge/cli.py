@@ -242,19 +242,61 @@ def adapt(
     ],
     out: Annotated[Path, typer.Option(help="Run directory for best.pt + best.json.")] = Path(
         "runs/adapted"),
-    count: Annotated[int, typer.Option(help="Images used (a random sample).")] = 512,
+    method: Annotated[
+        str, typer.Option(help="batchnorm: re-estimate the BatchNorm statistics from the "
+                          "images (no weight changes, seconds); self-train: fine-tune on the "
+                          "model's own confident answers for them, the training data replayed "
+                          "(--replay; minutes).")
+    ] = "batchnorm",
+    count: Annotated[int, typer.Option(help="Images used (a random sample; default 512 for "
+                                       "batchnorm, 2000 for self-train).")] = 0,
+    replay: Annotated[
+        Path | None, typer.Option(help="self-train: the original training data (npz or "
+                                  "ImageFolder), mixed in and its validation split watched.")
+    ] = None,
+    confidence: Annotated[
+        float, typer.Option(help="self-train: the least confidence an answer needs to be "
+                            "learned (capture's low-confidence threshold).")
+    ] = 0.6,
+    classes: Annotated[
+        str, typer.Option(help="self-train: the only answers allowed, as for classify "
+                          "(default: no platelet, as capture answers the cells it cuts).")
+    ] = "nucleated_cells",
+    seed: Annotated[int, typer.Option(help="self-train: fine-tuning seed.")] = 0,
+    epochs: Annotated[int, typer.Option(help="self-train: fine-tuning epochs (0: the "
+                                        "finetune recipe's 15).")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads (0: torch's default).")] = 0,
     name: Annotated[str, typer.Option(help="Name recorded in the model card.")] = "",
 ) -> None:
     """Adapt a model to a new microscope without labels: re-estimate its BatchNorm statistics
-    from the site's own images (export the result as usual)."""
-    from edgehemo.train.adapt import adapt_checkpoint
+    from the site's own images, or self-train on its confident answers for them (export the
+    result as usual)."""
+    if method == "batchnorm":
+        from edgehemo.train.adapt import adapt_checkpoint
 
-    checkpoint, card = adapt_checkpoint(model, data, out, limit=count, name=name)
-    adapted = card.data["batchnorm_adapted"]
-    console.print(f"wrote {checkpoint}: {adapted['layers']} BatchNorm layers re-estimated from "
-                  f"{adapted['images']} images of {data}"
-                  + (f" ({adapted['skipped']} unreadable skipped)" if adapted["skipped"] else ""),
-                  markup=False)
+        checkpoint, card = adapt_checkpoint(model, data, out, limit=count or 512, name=name)
+        adapted = card.data["batchnorm_adapted"]
+        console.print(f"wrote {checkpoint}: {adapted['layers']} BatchNorm layers re-estimated "
+                      f"from {adapted['images']} images of {data}"
+                      + (f" ({adapted['skipped']} unreadable skipped)" if adapted["skipped"]
+                         else ""), markup=False)
+    elif method == "self-train":
+        from edgehemo.train.selftrain import self_train_checkpoint
+
+        if replay is None:
+            raise ValueError("--method self-train needs --replay DATA (the original training "
+                             "data), or the model forgets the classes the site's crops lack")
+        checkpoint, card = self_train_checkpoint(
+            model, data, out, replay, limit=count or 2000, confidence=confidence,
+            classes=classes, seed=seed, threads=threads, epochs=epochs or None, name=name)
+        record = card.data["self_trained"]
+        console.print(f"wrote {checkpoint}: fine-tuned on {record['kept']} of "
+                      f"{record['images']} images of {data} answered with at least "
+                      f"{confidence:.0%} confidence ("
+                      + ", ".join(f"{k} {v}" for k, v in record["counts"].items()) + ")",
+                      markup=False)
+    else:
+        raise ValueError(f"unknown --method {method!r}: batchnorm or self-train")
     console.print(f"next: edgehemo evaluate --model {checkpoint} --data LABELLED_SITE_IMAGES, "
                   f"then edgehemo export {checkpoint} ...", markup=False)
 

@@ -68,3 +68,63 @@ def test_adapt_command_writes_a_checkpoint_that_evaluates(samples_dir, tmp_path)
                             env={**os.environ, "COLUMNS": "300"})
     assert result.returncode == 2 and "5 readable images; at least 32" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_pseudo_labels_are_the_models_own_confident_answers(samples_dir, tmp_path):
+    from edgehemo.datasets import load_image_folder
+    from edgehemo.train.data import predict_probabilities
+    from edgehemo.train.selftrain import pseudo_labels
+
+    site = tmp_path / "site"
+    for copy in ("a", "b"):  # 64 unlabelled crops
+        shutil.copytree(samples_dir, site / copy)
+    record = pseudo_labels("cbam_cnn", site, tmp_path / "labels", confidence=0.0, classes="all")
+    assert record["images"] == record["kept"] == 64 and record["views"] == "stain"
+    assert sum(record["counts"].values()) == 64
+    weights = resolve_weights("cbam_cnn")
+    spec = weights.card.preprocessing
+    written = load_image_folder(tmp_path / "labels", "train", spec)
+    assert written.images.shape[1:] == (64, 64, 3)  # framed crops: read back unchanged
+    model = load_model(weights.checkpoint, weights.card)
+    answered = predict_probabilities(model, written, spec, tta="auto").argmax(1)
+    assert [written.classes[i] for i in answered] == [written.classes[i] for i in written.labels]
+    # the samples' own classes, bar the model's mistakes
+    assert sum(abs(n - 8) for n in record["counts"].values()) <= 6
+
+    # an answer under the threshold is not learned
+    sure = pseudo_labels("cbam_cnn", site, tmp_path / "sure", confidence=0.9, classes="all")
+    kept = load_image_folder(tmp_path / "sure", "train", spec)
+    assert sure["kept"] == len(kept) < 64
+
+
+def test_adapt_self_train_fine_tunes_on_the_confident_answers(samples_dir, tiny_npz, tmp_path):
+    site = tmp_path / "site"
+    for copy in ("a", "b"):
+        shutil.copytree(samples_dir, site / copy)
+    out = tmp_path / "selftrained"
+    env = {**os.environ, "COLUMNS": "300"}
+    result = subprocess.run([*CLI, "adapt", "cbam_cnn", "--method", "self-train", "--data",
+                             str(site), "--replay", str(tiny_npz), "--out", str(out),
+                             "--epochs", "1", "--threads", "1", "--classes", "all"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    card = json.loads((out / "best.json").read_text())
+    record = card["data"]["self_trained"]
+    assert record["images"] == 64 and record["kept"] >= 32 and record["confidence"] == 0.6
+    assert card["preprocessing"]["test_views"] == "stain"  # the base model's views, kept
+    assert card["training"]["epochs_run"] == 1 and card["name"] == "cbam_cnn_selftrained"
+    assert f"fine-tuned on {record['kept']} of 64 images" in result.stdout + result.stderr
+    report = subprocess.run([*CLI, "evaluate", "--model", str(out / "best.pt"), "--data",
+                             str(samples_dir), "--json", "-"], capture_output=True, text=True)
+    assert report.returncode == 0 and json.loads(report.stdout)["tta"] == "stain"
+
+    for extra, reason in ((["--replay", str(tiny_npz), "--confidence", "1.01"],
+                           "fewer than 32: too few to learn from"),
+                          ([], "needs --replay DATA"),
+                          (["--replay", str(tiny_npz), "--method", "pseudo"],
+                           "unknown --method 'pseudo'")):
+        args = [*CLI, "adapt", "cbam_cnn", "--data", str(site), "--out", str(tmp_path / "x")]
+        method = [] if "--method" in extra else ["--method", "self-train"]
+        refused = subprocess.run([*args, *method, *extra], capture_output=True, text=True,
+                                 env=env)
+        assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
