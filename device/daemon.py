@@ -211,6 +211,7 @@ class CaptureDaemon:
                           "model_takes": manifest.takes,
                           "answer_classes": classifier.answer_names,
                           "views": classifier.tta,
+                          "model_adaptation": manifest.adaptation,
                           "colour_reference": manifest.colour_reference is not None},
             ))
         except BaseException:

@@ -57,6 +57,9 @@ class ArtifactManifest(BaseModel):
     output: TensorSpec
     preprocessing: PreprocessSpec
     source_checkpoint_sha256: str
+    adaptation: dict[str, Any] | None = Field(
+        None, description="How the source checkpoint was adapted to a site without labels "
+        "(edgehemo adapt), as its card records it: batchnorm_adapted or self_trained.")
     calibration: dict[str, Any] | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     colour_reference: ColourReference | None = Field(

@@ -15,7 +15,7 @@ from typing import Any
 from edgehemo.classes import attention_reason, is_white_cell
 from edgehemo.errors import EdgehemoError
 from edgehemo.ood import UNFAMILIAR, session_looks_unfamiliar, unfamiliar_warning
-from edgehemo.results import magnification_line, unanswered_classes
+from edgehemo.results import adaptation_line, magnification_line, unanswered_classes
 from edgehemo.store.schema import NOT_A_CELL
 from edgehemo.views import describe_views
 
@@ -100,6 +100,7 @@ def render_report(session: dict[str, Any], state_dir: Path,
         ("Operator", session["operator"] or "-"), ("Notes", session["notes"] or "-"),
         ("Model", f"{session['model']} (sha256 {session['model_sha256'][:12]}…)"),
         ("Backend", session["backend"]), ("Test-time views", describe_views(session["views"])),
+        ("Site adaptation", adaptation_line(session)),
         ("Source", session["source"]), ("Review", review_line),
     ]
     if session.get("unit") != "field":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
 from edgehemo.classes import attention_reason, is_white_cell
@@ -62,6 +63,8 @@ def session_results(store: ResultStore, key: str | int | None = None, *,
     out["views"] = settings.get("views") or tta_mode(settings.get("capture", {}).get("tta"))
     # sessions recorded before answers could be restricted name every class
     out["answer_classes"] = session["settings"].get("answer_classes", classes)
+    # a model adapted to a site without labels (edgehemo adapt); older sessions: not recorded
+    out["model_adaptation"] = session["settings"].get("model_adaptation")
     # A whole-frame model classifies fields of view: each "cell" row is one field.
     out["unit"] = "field" if session["settings"].get("model_takes") == "whole_frame" else "cell"
     out["frames"] = store.frame_summary(session["id"])
@@ -111,6 +114,22 @@ def magnification_line(session: dict[str, Any]) -> str:
             "training magnification")
 
 
+def adaptation_line(session: dict[str, Any]) -> str:
+    """How the session's model was adapted to a site without labels, as its manifest says."""
+    adaptation = session.get("model_adaptation") or {}
+    parts = []
+    if "batchnorm_adapted" in adaptation:
+        record = adaptation["batchnorm_adapted"]
+        parts.append(f"BatchNorm statistics re-estimated from {record['images']} unlabelled "
+                     f"images of {Path(record['site']).name}")
+    if "self_trained" in adaptation:
+        record = adaptation["self_trained"]
+        parts.append(f"self-trained on {record['kept']} of {record['images']} unlabelled images "
+                     f"of {Path(record['site']).name} (its answers of at least "
+                     f"{record['confidence']:.0%} confidence)")
+    return "; ".join(parts) or "none"
+
+
 def unanswered_classes(session: dict[str, Any]) -> list[str]:
     """The model's classes that were no answer in this session and that no reviewer gave a
     cell: the count does not show them as zero, it says they were not counted."""
@@ -127,6 +146,8 @@ def differential_lines(session: dict[str, Any]) -> list[str]:
     frames = session["frames"]
     rejected = ", ".join(f"{n} {why}" for why, n in sorted(frames["rejected"].items())) or "none"
     lines.append(f"frames kept {frames['kept']}, rejected: {rejected}")
+    if session.get("model_adaptation"):
+        lines.append(f"site adaptation: {adaptation_line(session)}")
     if session.get("unit") == "field":
         lines.append("whole-frame model: each count below is one field of view, not one cell")
     else:

@@ -83,6 +83,14 @@ def _check_writable(out: Path) -> None:
         raise CheckpointError(f"{out}: output directory is not writable ({error})") from error
 
 
+ADAPTATION_KEYS = ("batchnorm_adapted", "self_trained")  # what `edgehemo adapt` records
+
+
+def site_adaptation(card_data: dict[str, Any]) -> dict[str, Any] | None:
+    """The site adaptation a card records (`edgehemo adapt`), for the manifest; None if none."""
+    return {key: card_data[key] for key in ADAPTATION_KEYS if key in card_data} or None
+
+
 class _Exporter:
     """State shared by the artifacts of one export: the model, its card, the data."""
 
@@ -116,6 +124,7 @@ class _Exporter:
             bytes=path.stat().st_size, classes=self.card.classes, input=io[0], output=io[1],
             preprocessing=self.spec,
             source_checkpoint_sha256=sha256_file(self.weights.checkpoint),
+            adaptation=site_adaptation(self.card.data),
             calibration=calibration, operators=operators,
             colour_reference=self.colour_reference, takes=self.takes,
             edgehemo_version=edgehemo.__version__,

@@ -97,7 +97,8 @@ def test_pseudo_labels_are_the_models_own_confident_answers(samples_dir, tmp_pat
     assert sure["kept"] == len(kept) < 64
 
 
-def test_adapt_self_train_fine_tunes_on_the_confident_answers(samples_dir, tiny_npz, tmp_path):
+def test_adapt_self_train_fine_tunes_on_the_confident_answers(samples_dir, tiny_npz, tmp_path,
+                                                              clip_path):
     site = tmp_path / "site"
     for copy in ("a", "b"):
         shutil.copytree(samples_dir, site / copy)
@@ -117,6 +118,24 @@ def test_adapt_self_train_fine_tunes_on_the_confident_answers(samples_dir, tiny_
     report = subprocess.run([*CLI, "evaluate", "--model", str(out / "best.pt"), "--data",
                              str(samples_dir), "--json", "-"], capture_output=True, text=True)
     assert report.returncode == 0 and json.loads(report.stdout)["tta"] == "stain"
+    # the adaptation travels: card -> manifest -> capture session -> results
+    exported = subprocess.run([*CLI, "export", str(out / "best.pt"), "--formats", "onnx",
+                               "--out", str(tmp_path / "exported")], capture_output=True,
+                              text=True, env=env)
+    assert exported.returncode == 0, exported.stderr
+    manifest_path = next((tmp_path / "exported").glob("*.onnx.json"))
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["adaptation"]["self_trained"]["kept"] == record["kept"]
+    state = tmp_path / "state"
+    captured = subprocess.run([*CLI, "capture", "--source", str(clip_path), "--state-dir",
+                               str(state), "--set",
+                               f"capture.model={manifest_path.with_suffix('')}"],
+                              capture_output=True, text=True, env=env)
+    assert captured.returncode == 0, captured.stderr
+    listed = subprocess.run([*CLI, "results", "--state-dir", str(state)], capture_output=True,
+                            text=True, env=env).stdout
+    assert (f"site adaptation: self-trained on {record['kept']} of 64 unlabelled images of "
+            "site (its answers of at least 60% confidence)") in listed
 
     for extra, reason in ((["--replay", str(tiny_npz), "--confidence", "1.01"],
                            "fewer than 32: too few to learn from"),

@@ -132,6 +132,7 @@ def test_report_is_one_self_contained_file(state, tmp_path):
     assert "<td>platelet</td>" not in page
     # the views the answers averaged (the session's own, cbam_cnn_int8's: stain hues)
     assert "<td>Test-time views</td><td>eight stain hues averaged (8 runs)</td>" in page
+    assert "<td>Site adaptation</td><td>none</td>" in page  # the shipped model, not adapted
     result = subprocess.run(
         [sys.executable, "-m", "edgehemo.cli", "report", "--state-dir", str(state), "--out",
          str(tmp_path / "r.html")], capture_output=True, text=True)
