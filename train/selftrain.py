@@ -26,6 +26,7 @@ from edgehemo.train.adapt import MIN_IMAGES, read_site_images
 from edgehemo.train.data import predict_probabilities
 from edgehemo.train.evaluate import load_model
 from edgehemo.train.loop import TrainConfig, train
+from edgehemo.views import resolve_views
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,12 @@ PSEUDO_LABEL_CONFIDENCE = 0.6
 
 def pseudo_labels(model: str | Path, site: Path, out: Path, *, limit: int = 2000,
                   confidence: float = PSEUDO_LABEL_CONFIDENCE,
-                  classes: str = "nucleated_cells") -> dict[str, Any]:
+                  classes: str = "nucleated_cells", views: str = "auto") -> dict[str, Any]:
     """Write the site's crops the model is sure of into `out`/<class>/, framed at the model's
     input size (as classify frames a folder of one site), and return what was done. `classes`:
     the only answers allowed, as `classify --classes` takes them (capture's default: no
-    platelet)."""
+    platelet); `views`: the test-time views its answers average (`edgehemo.views`; auto: the
+    model's own)."""
     weights = resolve_weights(model)
     card = weights.card
     spec = card.preprocessing
@@ -47,7 +49,8 @@ def pseudo_labels(model: str | Path, site: Path, out: Path, *, limit: int = 2000
     net = load_model(weights.checkpoint, card)
     data = ImageSet(framed, np.zeros(len(framed), np.int64), card.classes,
                     tuple(str(i) for i in range(len(framed))), str(site))
-    probabilities = predict_probabilities(net, data, spec, tta="auto")
+    mode = resolve_views(views, spec.test_views, card.name)
+    probabilities = predict_probabilities(net, data, spec, tta=mode)
     allowed = answer_classes(classes, card.classes)
     probabilities = restricted(probabilities, allowed)
     sure = np.flatnonzero(probabilities.max(1) >= confidence)
@@ -68,14 +71,15 @@ def pseudo_labels(model: str | Path, site: Path, out: Path, *, limit: int = 2000
         counts[name] += 1
     return {"site": str(site), "images": len(framed), "skipped": skipped,
             "kept": len(sure), "confidence": confidence, "classes": classes,
-            "views": spec.test_views, "counts": dict(sorted(counts.items())),
+            "views": mode, "counts": dict(sorted(counts.items())),
             "from_checkpoint_sha256": card.checkpoint_sha256}
 
 
 def self_train_checkpoint(model: str | Path, site: Path, out: Path, replay: Path, *,
                           limit: int = 2000, confidence: float = PSEUDO_LABEL_CONFIDENCE,
-                          classes: str = "nucleated_cells", seed: int = 0, threads: int = 0,
-                          epochs: int | None = None, name: str = "") -> tuple[Path, ModelCard]:
+                          classes: str = "nucleated_cells", views: str = "auto", seed: int = 0,
+                          threads: int = 0, epochs: int | None = None, name: str = ""
+                          ) -> tuple[Path, ModelCard]:
     """Write `out`/best.pt + best.json: `model` fine-tuned on its own confident answers for
     `site`'s crops (written to `out`/pseudo_labels/), with `replay`'s training images mixed in
     and its validation split watched, as `edgehemo train --finetune` does."""
@@ -85,7 +89,7 @@ def self_train_checkpoint(model: str | Path, site: Path, out: Path, replay: Path
     weights = resolve_weights(model)
     labelled = out / "pseudo_labels"
     record = pseudo_labels(model, site, labelled, limit=limit, confidence=confidence,
-                           classes=classes)
+                           classes=classes, views=views)
     logger.info("%d of %d crops pseudo-labelled: %s", record["kept"], record["images"],
                 ", ".join(f"{k} {v}" for k, v in record["counts"].items()))
     config = TrainConfig.from_recipe(
