@@ -10,6 +10,7 @@ so measure the result on labelled site cells before relying on it (docs/robustne
 from __future__ import annotations
 
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,11 @@ PSEUDO_LABEL_CONFIDENCE = 0.6
 def pseudo_labels(model: str | Path, site: Path, out: Path, *, limit: int = 2000,
                   confidence: float = PSEUDO_LABEL_CONFIDENCE,
                   classes: str = "nucleated_cells", views: str = "auto") -> dict[str, Any]:
-    """Write the site's crops the model is sure of into `out`/<class>/, framed at the model's
-    input size (as classify frames a folder of one site), and return what was done. `classes`:
-    the only answers allowed, as `classify --classes` takes them (capture's default: no
-    platelet); `views`: the test-time views its answers average (`edgehemo.views`; auto: the
-    model's own)."""
+    """Write the site's crops the model is sure of into `out`/<class>/ (replacing what `out`
+    held), framed at the model's input size (as classify frames a folder of one site), and
+    return what was done. `classes`: the only answers allowed, as `classify --classes` takes
+    them (capture's default: no platelet); `views`: the test-time views its answers average
+    (`edgehemo.views`; auto: the model's own)."""
     weights = resolve_weights(model)
     card = weights.card
     spec = card.preprocessing
@@ -59,6 +60,8 @@ def pseudo_labels(model: str | Path, site: Path, out: Path, *, limit: int = 2000
             f"{site}: the model is sure ({confidence:.0%} or more) of {len(sure)} of "
             f"{len(framed)} crops, fewer than {MIN_IMAGES}: too few to learn from; calibrate "
             "with reviewed cells instead (edgehemo train --finetune)")
+    if out.exists():  # an earlier run's labels must not mix with these
+        shutil.rmtree(out)
     cv2 = opencv()
     counts: Counter[str] = Counter()
     for index in sure:
