@@ -117,10 +117,10 @@ def main() -> None:
         "|---|---:|---:|---:|",
         f"| {args.model} | {np.mean(hits['before boxes']):.3f} | "
         f"{np.mean(hits['before frames']):.3f} | {base[0]:.4f} / {base[1]:.4f} |",
-        f"| self-trained (half 0 / half 1) | {np.mean(hits['after boxes']):.3f} | "
+        f"| self-trained | {np.mean(hits['after boxes']):.3f} | "
         f"{np.mean(hits['after frames']):.3f} | "
-        + " / ".join(f"{a:.4f}" for a, _ in tests) + " ; "
-        + " / ".join(f"{b:.4f}" for _, b in tests) + " |",
+        + "; ".join(f"half {fold}: {one:.4f} / {averaged:.4f}"
+                    for fold, (one, averaged) in enumerate(tests)) + " |",
     ]
     text = "\n".join(table)
     print(text)
