@@ -137,9 +137,12 @@ def test_adapt_self_train_fine_tunes_on_the_confident_answers(samples_dir, tiny_
     assert (f"site adaptation: self-trained on {record['kept']} of 64 unlabelled images of "
             "site (its answers of at least 60% confidence)") in listed
 
-    for extra, reason in ((["--replay", str(tiny_npz), "--confidence", "1.01"],
+    for extra, reason in ((["--replay", str(tiny_npz), "--confidence", "0.999"],
                            "fewer than 32: too few to learn from"),
                           ([], "needs --replay DATA"),
+                          (["--replay", str(tmp_path / "gone.npz")], "gone.npz: not found"),
+                          (["--replay", str(tiny_npz), "--confidence", "60"],
+                           "confidence 60.0: a probability, within 0..1"),
                           (["--replay", str(tiny_npz), "--method", "pseudo"],
                            "unknown --method 'pseudo'")):
         args = [*CLI, "adapt", "cbam_cnn", "--data", str(site), "--out", str(tmp_path / "x")]

@@ -43,6 +43,8 @@ def pseudo_labels(model: str | Path, site: Path, out: Path, *, limit: int = 2000
     return what was done. `classes`: the only answers allowed, as `classify --classes` takes
     them (capture's default: no platelet); `views`: the test-time views its answers average
     (`edgehemo.views`; auto: the model's own)."""
+    if not 0 <= confidence <= 1:
+        raise ValueError(f"confidence {confidence}: a probability, within 0..1")
     weights = resolve_weights(model)
     card = weights.card
     spec = card.preprocessing
@@ -87,8 +89,9 @@ def self_train_checkpoint(model: str | Path, site: Path, out: Path, replay: Path
     `site`'s crops (written to `out`/pseudo_labels/), with `replay`'s training images mixed in
     and its validation split watched, as `edgehemo train --finetune` does."""
     if not Path(replay).exists():
-        raise DatasetError(f"{replay}: the original training data to replay is needed (the "
-                           "model would forget the classes the site's crops lack)")
+        raise DatasetError(f"{replay}: not found; self-training replays the original training "
+                           "data (without it the model forgets the classes the site's crops "
+                           "lack)")
     weights = resolve_weights(model)
     labelled = out / "pseudo_labels"
     record = pseudo_labels(model, site, labelled, limit=limit, confidence=confidence,
