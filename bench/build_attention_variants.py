@@ -16,7 +16,10 @@ the transposed convolution), `cbam_strips` (as the exported graph computes them 
 `strip_convolution` in train/blocks.py: each descriptor map reshaped into strips of up to 8
 pixels of a row, one 7x3 convolution per map, summed, reshaped back); and the lone layers
 `gate7x7_32` (the 2 -> 1 7x7 gate convolution on a 32x32 map) and `conv3x3_32` (the 32 -> 64
-3x3 convolution on it).
+3x3 convolution on it); the four stages' convolutions alone with their ReLU, `stage_conv_64`
+(3 -> 32 at 64x64) to `stage_conv_8` (128 -> 256 at 8x8), which set the floor of the model's
+time; `gate_product_32`, a channel gate applied to a 32x32x32 map (mean, sigmoid and the
+broadcast product), and `product_32`, the same map times itself element by element.
 """
 
 from __future__ import annotations
@@ -117,6 +120,14 @@ def main() -> None:
               ("plain", "channel", "cbam", "cbam_blocked", "cbam_blocked_d2s", "cbam_strips")}
     models["gate7x7_32"] = lone((32, 32, 2), lambda x: L.Conv2D(1, 7, padding="same")(x))
     models["conv3x3_32"] = lone((32, 32, 32), lambda x: L.Conv2D(64, 3, padding="same")(x))
+    for size, channels_in, channels_out in zip((64, 32, 16, 8), (3, *CHANNELS[:3]), CHANNELS,
+                                              strict=True):
+        models[f"stage_conv_{size}"] = lone(
+            (size, size, channels_in),
+            lambda x, c=channels_out: L.Conv2D(c, 3, padding="same", activation="relu")(x))
+    models["gate_product_32"] = lone((32, 32, 32), lambda x: x * K.sigmoid(
+        K.mean(x, axis=[1, 2], keepdims=True)))
+    models["product_32"] = lone((32, 32, 32), lambda x: x * x)
     for name, model in models.items():
         path = args.out / f"{name}.tflite"
         path.write_bytes(full_integer(model))
