@@ -139,7 +139,8 @@ def resolve_artifact(
         manifest = read_manifest(manifest_path_for(candidate))
         if manifest.format not in formats:
             raise ModelNotFoundError(
-                f"{candidate}: a {manifest.format} model; this backend runs {', '.join(formats)}"
+                f"{candidate}: its format is {manifest.format}; this backend runs "
+                f"{', '.join(formats)}: run it with --backend {_backend_for([manifest.format])}"
             )
         return Artifact(candidate.stem, candidate, manifest)
     if candidate.suffix and candidate.is_file():
@@ -152,10 +153,9 @@ def resolve_artifact(
             return artifact
     other = [a.manifest.format for a in available if a.name == str(name_or_path)]
     if other:
-        runs_it = "tflite" if "tflite" in other else "cpu"
         raise ModelNotFoundError(
             f"{name_or_path} exists only as {', '.join(other)}; this backend runs "
-            f"{', '.join(formats)}: run it with --backend {runs_it}, or export it as "
+            f"{', '.join(formats)}: run it with --backend {_backend_for(other)}, or export it as "
             f"{formats[0]} with `edgehemo export`"
         )
     names = sorted({a.name for a in available})
@@ -165,6 +165,11 @@ def resolve_artifact(
         f"no exported model named {str(name_or_path)!r}.{hint} Available: "
         f"{', '.join(names) or 'none'}"
     )
+
+
+def _backend_for(formats: list[str]) -> str:
+    """The CPU backend that runs one of `formats`, for an error's hint."""
+    return "tflite" if "tflite" in formats else "cpu"
 
 
 def is_artifact_name(name_or_path: str | Path, models_dir: Path | None = None) -> bool:

@@ -142,6 +142,9 @@ def test_corrupt_or_mismatched_artifacts_are_refused(exported, tmp_path):
     with pytest.raises(ModelNotFoundError, match=r"site_int8 exists only as onnx; this "
                        r"backend runs tflite: run it with --backend cpu"):
         Classifier.load("site_int8", backend="tflite", models_dir=user)
+    with pytest.raises(ModelNotFoundError, match=r"site_int8\.onnx: its format is onnx; this "
+                       r"backend runs tflite: run it with --backend cpu"):  # by path: same hint
+        Classifier.load(user / "site_int8.onnx", backend="tflite")
 
 
 def test_export_can_leave_the_int8_biases_as_the_quantiser_wrote_them(exported, checkpoint,
