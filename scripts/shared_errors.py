@@ -2,7 +2,8 @@
 
 Each model (a shipped name or a checkpoint with its card) classifies one split, one view, as
 `edgehemo evaluate --views none` does; the script prints how many images 0, 1, ... all of the
-models miss, the accuracy a perfect choice among their answers would reach, and the pairs
+models miss, the accuracy a perfect choice among their answers would reach, that of their
+averaged probabilities (an ensemble), and the pairs
 (true -> answered) of the images every model misses, and with `--sheet` draws those images with
 their labels for a haematologist to check (a wrong or ambiguous label cannot be learned away).
 Run it on the validation split: the test split stays for final figures.
@@ -25,9 +26,10 @@ from edgehemo.train.data import predict_probabilities
 from edgehemo.train.evaluate import load_model
 
 
-def answers(names: list[str], data: Path, split: str) -> tuple[np.ndarray, np.ndarray,
-                                                                 np.ndarray, tuple[str, ...]]:
-    """Each model's answers (models x images), the labels, the images and the class names."""
+def probabilities(names: list[str], data: Path, split: str) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Each model's probabilities (models x images x classes), the labels, the images and the
+    class names."""
     predictions, dataset = [], None
     for name in names:
         weights = resolve_weights(name)
@@ -38,7 +40,7 @@ def answers(names: list[str], data: Path, split: str) -> tuple[np.ndarray, np.nd
             raise ValueError(f"{name} reads {data} [{split}] in another order or framing")
         dataset = split_data
         predictions.append(predict_probabilities(model, dataset, weights.card.preprocessing,
-                                                 tta="none").argmax(1))
+                                                 tta="none"))
     assert dataset is not None
     return np.stack(predictions), dataset.labels, dataset.images, dataset.classes
 
@@ -69,7 +71,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--sheet", type=Path, help="PNG of the images every model misses")
     args = parser.parse_args()
-    predicted, labels, images, classes = answers(args.models, args.data, args.split)
+    probs, labels, images, classes = probabilities(args.models, args.data, args.split)
+    predicted = probs.argmax(2)
     wrong = predicted != labels
     for name, misses in zip(args.models, wrong.sum(1), strict=True):
         print(f"{name}: {misses} wrong, accuracy {1 - misses / len(labels):.4f}")
@@ -79,6 +82,8 @@ def main() -> None:
     every = np.flatnonzero(missed_by == len(args.models))
     print(f"missed by every model: {len(every)} ({len(every) / len(labels):.2%}); a perfect "
           f"choice among the models' answers would reach {1 - len(every) / len(labels):.4f}")
+    average = (probs.mean(0).argmax(1) == labels).mean()
+    print(f"the models' probabilities averaged: accuracy {average:.4f}")
     pairs = Counter((classes[labels[i]], classes[predicted[0, i]]) for i in every)
     for (true, answered), count in pairs.most_common():
         print(f"  {true} -> {answered} (first model's answer): {count}")
