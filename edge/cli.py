@@ -35,6 +35,8 @@ app = typer.Typer(
     "person confirms, never a diagnosis.",
     no_args_is_help=True,
     add_completion=False,
+    # docstrings and help reflow to the terminal's width (as Markdown: `code`, no raw <tags>)
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)

@@ -218,7 +218,7 @@ def report(
     = False,
     html_output: Annotated[bool, typer.Option("--html", help="Self-contained HTML (default).")]
     = False,
-    out: Annotated[Path | None, typer.Option(help="Output file (default report-<uid>.html).")]
+    out: Annotated[Path | None, typer.Option(help="Output file (default `report-<uid>.html`).")]
     = None,
     gradcam: Annotated[
         str | None, typer.Option(help="Add Grad-CAM overlays from these torch weights (the "
@@ -290,7 +290,7 @@ def export_reviewed(
     sessions: Annotated[
         list[str] | None, typer.Argument(help="Session uids (default: every session).")
     ] = None,
-    out: Annotated[Path, typer.Option(help="ImageFolder to write: OUT/<class>/*.jpg.")]
+    out: Annotated[Path, typer.Option(help="ImageFolder to write: `OUT/<class>/*.jpg`.")]
     = Path("reviewed"),
     state_dir: StateDirOption = None,
     config: ConfigOption = None,
