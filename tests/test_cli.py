@@ -23,6 +23,9 @@ def test_help_lists_the_commands():
     out = run("--help").stdout
     for command in ("train", "evaluate", "models"):
         assert command in out
+    # help reflows to the terminal (a docstring's line break is no break on screen)
+    assert "writes best.pt + best.json (model card)" in out
+    assert "OUT/<class>/*.jpg" in run("export-reviewed", "--help").stdout
 
 
 def test_train_then_evaluate_then_models(tiny_npz, tmp_path):
