@@ -276,6 +276,17 @@ def adapt(
     if method == "batchnorm":
         from edgehemo.train.adapt import adapt_checkpoint
 
+        self_train_only = {"--replay": replay is not None, "--confidence": confidence != 0.6,
+                           "--classes": classes != "nucleated_cells", "--seed": seed != 0,
+                           "--epochs": epochs != 0}
+        given = [option for option, set_here in self_train_only.items() if set_here]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only for --method self-train (batchnorm "
+                             "re-estimates statistics, it trains nothing)")
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         checkpoint, card = adapt_checkpoint(model, data, out, limit=count or 512, name=name)
         adapted = card.data["batchnorm_adapted"]
         console.print(f"wrote {checkpoint}: {adapted['layers']} BatchNorm layers re-estimated "

@@ -144,7 +144,9 @@ def test_adapt_self_train_fine_tunes_on_the_confident_answers(samples_dir, tiny_
                           (["--replay", str(tiny_npz), "--confidence", "60"],
                            "confidence 60.0: a probability, within 0..1"),
                           (["--replay", str(tiny_npz), "--method", "pseudo"],
-                           "unknown --method 'pseudo'")):
+                           "unknown --method 'pseudo'"),
+                          (["--method", "batchnorm", "--replay", str(tiny_npz), "--seed", "3"],
+                           "--replay, --seed: only for --method self-train")):
         args = [*CLI, "adapt", "cbam_cnn", "--data", str(site), "--out", str(tmp_path / "x")]
         method = [] if "--method" in extra else ["--method", "self-train"]
         refused = subprocess.run([*args, *method, *extra], capture_output=True, text=True,
