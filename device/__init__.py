@@ -1,1 +1,1 @@
-"""Device stage: runtimes and (later) the capture daemon. Never imports torch."""
+"""Device stage: runtimes, the capture daemon and the review page. Never imports torch."""
