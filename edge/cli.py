@@ -257,13 +257,15 @@ def adapt(
                                   "ImageFolder), mixed in and its validation split watched.")
     ] = None,
     confidence: Annotated[
-        float, typer.Option(help="self-train: the least confidence an answer needs to be "
-                            "learned (capture's low-confidence threshold).")
-    ] = 0.6,
+        float | None, typer.Option(help="self-train: the least confidence an answer needs to "
+                                   "be learned (default 0.6, capture's low-confidence "
+                                   "threshold).")
+    ] = None,
     classes: Annotated[
-        str, typer.Option(help="self-train: the only answers allowed, as for classify "
-                          "(default: no platelet, as capture answers the cells it cuts).")
-    ] = "nucleated_cells",
+        str | None, typer.Option(help="self-train: the only answers allowed, as for classify "
+                                 "(default nucleated_cells: no platelet, as capture answers "
+                                 "the cells it cuts).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="self-train: fine-tuning seed.")] = 0,
     epochs: Annotated[int, typer.Option(help="self-train: fine-tuning epochs (0: the "
                                         "finetune recipe's 15).")] = 0,
@@ -276,10 +278,9 @@ def adapt(
     if method == "batchnorm":
         from edgehemo.train.adapt import adapt_checkpoint
 
-        self_train_only = {"--replay": replay is not None, "--confidence": confidence != 0.6,
-                           "--classes": classes != "nucleated_cells", "--seed": seed != 0,
-                           "--epochs": epochs != 0}
-        given = [option for option, set_here in self_train_only.items() if set_here]
+        self_train_only = {"--replay": replay, "--confidence": confidence, "--classes": classes,
+                           "--seed": seed or None, "--epochs": epochs or None}
+        given = [option for option, value in self_train_only.items() if value is not None]
         if given:
             raise ValueError(f"{', '.join(given)}: only for --method self-train (batchnorm "
                              "re-estimates statistics, it trains nothing)")
@@ -299,13 +300,15 @@ def adapt(
         if replay is None:
             raise ValueError("--method self-train needs --replay DATA (the original training "
                              "data), or the model forgets the classes the site's crops lack")
+        chosen = {"confidence": confidence, "classes": classes}
         checkpoint, card = self_train_checkpoint(
-            model, data, out, replay, limit=count or 2000, confidence=confidence,
-            classes=classes, seed=seed, threads=threads, epochs=epochs or None, name=name)
+            model, data, out, replay, limit=count or 2000, seed=seed, threads=threads,
+            epochs=epochs or None, name=name,
+            **{key: value for key, value in chosen.items() if value is not None})
         record = card.data["self_trained"]
         console.print(f"wrote {checkpoint}: fine-tuned on {record['kept']} of "
                       f"{record['images']} images of {data} answered with at least "
-                      f"{confidence:.0%} confidence ("
+                      f"{record['confidence']:.0%} confidence ("
                       + ", ".join(f"{k} {v}" for k, v in record["counts"].items()) + ")",
                       markup=False)
     else:
