@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
@@ -17,10 +18,14 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("bench", type=Path, nargs="?",
+                        default=Path("docs/results/bench_cbam_cnn.md"),
+                        help="the benchmark table to insert (Markdown)")
+    args = parser.parse_args()
     text = README.read_text()
     text = replace_block(text, "tables", Path("docs/results/tables.md").read_text())
-    bench = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/bench_cbam_cnn.md")
-    text = replace_block(text, "bench", bench.read_text())
+    text = replace_block(text, "bench", args.bench.read_text())
     README.write_text(text)
 
 
