@@ -27,6 +27,8 @@ Platform = Literal["pi", "jetson"]
 UNIT_NAME = "edgehemo.service"
 SERVICE_USER = "edgehemo"
 TEMPLATE_EXEC = "/opt/edgehemo/venv/bin/edgehemo"
+TEMPLATE_DOCUMENTATION = "file:///usr/share/doc/edgehemo/deploy.md"
+HIDDEN_FROM_SERVICE = (Path("/home"), Path("/root"), Path("/run/user"))
 
 
 class ServiceError(EdgehemoError):
@@ -37,8 +39,22 @@ def unit_template(platform: Platform) -> str:
     return resources.files("edgehemo.systemd").joinpath(f"edgehemo-{platform}.service").read_text()
 
 
+def deploy_guide() -> Path:
+    """The station guide shipped beside the units (systemd/deploy.md), which the unit's
+    Documentation= names."""
+    return Path(str(resources.files("edgehemo.systemd").joinpath("deploy.md"))).resolve()
+
+
 def render_unit(platform: Platform, executable: Path) -> str:
-    return unit_template(platform).replace(TEMPLATE_EXEC, str(executable))
+    return (unit_template(platform).replace(TEMPLATE_EXEC, str(executable))
+            .replace(TEMPLATE_DOCUMENTATION, deploy_guide().as_uri()))
+
+
+def hidden_from_service(executable: Path) -> Path | None:
+    """The directory that hides `executable` from the service (the units set ProtectHome=yes,
+    which empties these), or None where the service can run it."""
+    return next((hidden for hidden in HIDDEN_FROM_SERVICE
+                 if executable == hidden or hidden in executable.parents), None)
 
 
 def default_config_toml(platform: Platform) -> str:
@@ -100,6 +116,15 @@ def install(platform: Platform, *, root: Path | None = None,
         raise ServiceError(f"unknown platform {platform!r}: pi or jetson")
     live = root is None
     base = Path("/") if root is None else root
+    executable = executable or edgehemo_executable()
+    hidden = hidden_from_service(executable)
+    hidden_warning = (
+        f"{executable} is under {hidden}, which the service cannot see (its unit sets "
+        "ProtectHome=yes): install edgehemo under /opt (`sudo sh bundle/install.sh "
+        "/opt/edgehemo`, systemd/deploy.md) and run `service install` from there"
+    ) if hidden is not None else ""
+    if live and hidden_warning:
+        raise ServiceError(hidden_warning)
     if live and os.geteuid() != 0:
         raise ServiceError("installing the service needs root: run it with sudo "
                            "(or --root DIR to stage the files elsewhere)")
@@ -109,9 +134,11 @@ def install(platform: Platform, *, root: Path | None = None,
         unit_path=base / "etc/systemd/system" / UNIT_NAME,
         config_path=base / "etc/edgehemo/edgehemo.toml",
         state_dir=base / "var/lib/edgehemo",
-        unit_text=render_unit(platform, executable or edgehemo_executable()),
+        unit_text=render_unit(platform, executable),
         config_text=default_config_toml(platform),
     )
+    if hidden_warning:  # staged for inspection: said, not refused
+        plan.done.append(f"warning: {hidden_warning}")
     if live:
         _ensure_user(plan)
     plan.unit_path.parent.mkdir(parents=True, exist_ok=True)

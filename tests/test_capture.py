@@ -351,6 +351,10 @@ def test_service_install_stages_a_verified_hardened_unit(tmp_path):
     for setting in ("Type=notify", "WatchdogSec=", "PrivateNetwork=yes", "ProtectSystem=strict",
                     "NoNewPrivileges=yes", "SupplementaryGroups=video", "StateDirectory=edgehemo"):
         assert setting in unit
+    # Documentation= names the station guide this installation ships
+    documentation = next(line for line in unit.splitlines() if line.startswith("Documentation="))
+    guide = Path(documentation.removeprefix("Documentation=file://"))
+    assert guide.read_text().startswith("# Setting up a microscope station")
     from edgehemo.tomlconfig import load_model
 
     loaded = load_model(CaptureConfig, root / "etc/edgehemo/edgehemo.toml")
@@ -366,6 +370,24 @@ def test_service_install_stages_a_verified_hardened_unit(tmp_path):
     overall = security.stdout.split("Overall exposure level for")[1]
     exposure = float(overall.split(":")[1].split()[0])
     assert exposure < 2.0
+
+
+def test_service_install_refuses_an_edgehemo_the_service_cannot_see(tmp_path, monkeypatch):
+    from edgehemo.device import service
+    from edgehemo.device.service import ServiceError, hidden_from_service, install
+
+    monkeypatch.setattr(service.os, "geteuid", lambda: 1000)  # never a live install from here
+
+    assert hidden_from_service(Path("/home/pi/venv/bin/edgehemo")) == Path("/home")
+    assert hidden_from_service(Path("/root/venv/bin/edgehemo")) == Path("/root")
+    assert hidden_from_service(Path("/opt/edgehemo/bin/edgehemo")) is None
+    assert hidden_from_service(Path("/homestead/bin/edgehemo")) is None
+    in_home = Path("/home/pi/edgehemo/bin/edgehemo")
+    staged = install("pi", root=tmp_path, executable=in_home)  # staging says it, files written
+    assert any(line.startswith(f"warning: {in_home} is under /home, which the service cannot "
+                               "see") for line in staged.done)
+    with pytest.raises(ServiceError, match="install edgehemo under /opt"):
+        install("pi", executable=in_home)  # on the live system: refused before anything
 
 
 def test_sd_notify_never_blocks_the_capture_loop(tmp_path, monkeypatch):
