@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from edgehemo.datasets import ImageSet, align_classes, load_dataset, renamed_classes
+from edgehemo.datasets import (
+    ImageSet,
+    align_classes,
+    load_dataset,
+    reads_whole_folder,
+    renamed_classes,
+)
 from edgehemo.device.classifier import Classifier
 from edgehemo.metrics import classification_report
 
@@ -58,6 +64,7 @@ def evaluate_artifact(
         "runtime": classifier.backend.runtime_version(),
         "data": str(data),
         "split": split,
+        "whole_folder": reads_whole_folder(data),
         "file_bytes": classifier.manifest.bytes,
         "answer_classes": None if classes is None else classifier.answer_names,
         "tta": classifier.tta,

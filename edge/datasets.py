@@ -198,6 +198,18 @@ def folder_classes(path: str | Path, split: str | None = None) -> tuple[str, ...
     return tuple(p.name for p in _class_dirs(root))
 
 
+def has_split_folders(path: str | Path) -> bool:
+    """Whether an ImageFolder has train/, val/ or test/ folders; without them every split is
+    the whole folder (`ROOT/<class>/*`)."""
+    return any((Path(path) / split).is_dir() for split in SPLITS)
+
+
+def reads_whole_folder(path: str | Path) -> bool:
+    """Whether `load_dataset(path, split)` reads every image whatever the split: an
+    ImageFolder without split folders."""
+    return Path(path).is_dir() and not has_split_folders(path)
+
+
 def load_image_folder(
     path: str | Path,
     split: str,
@@ -213,7 +225,7 @@ def load_image_folder(
     root = Path(path)
     split_root = root / split
     if not split_root.is_dir():
-        if any((root / s).is_dir() for s in SPLITS):
+        if has_split_folders(root):
             raise DatasetError(f"{root}: has no {split}/ folder")
         split_root = root
     class_dirs = _class_dirs(split_root)

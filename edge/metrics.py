@@ -74,7 +74,9 @@ def format_report(report: dict[str, Any]) -> str:
     header = report.get("model", "")
     if header:
         views = report.get("tta")
-        lines.append(f"model {header} on {report.get('data', '')} [{report.get('split', '')}]"
+        split = ("every image: no train/val/test folders" if report.get("whole_folder")
+                 else report.get("split", ""))
+        lines.append(f"model {header} on {report.get('data', '')} [{split}]"
                      + (f", {describe_views(views)}" if views else ""))
     lines.append(
         f"accuracy {report['accuracy']:.4f}  weighted F1 {report['weighted_f1']:.4f}  "

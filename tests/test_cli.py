@@ -63,6 +63,12 @@ def test_evaluate_on_an_image_folder(tmp_path, tiny_npz, samples_dir):
     report = json.loads(run("evaluate", "--model", out / "best.pt", "--data", samples_dir,
                             "--json", "-").stdout)
     assert report["num_images"] == 32 and report["classes"][7] == "platelet"
+    assert report["whole_folder"] is True  # no split folders: every image, whatever --split
+    import shutil
+
+    shutil.copytree(samples_dir, tmp_path / "split" / "test")
+    printed = run("evaluate", "--model", out / "best.pt", "--data", tmp_path / "split").stdout
+    assert f"on {tmp_path / 'split'} [test]" in printed
 
 
 def test_evaluate_reads_a_labs_own_class_folder_names(samples_dir, tmp_path):
@@ -79,8 +85,11 @@ def test_evaluate_reads_a_labs_own_class_folder_names(samples_dir, tmp_path):
     assert theirs["class_folders"] == {"IG": "immature_granulocyte", "Neutrophils": "neutrophil"}
     assert ours["class_folders"] is None
     assert theirs["confusion_matrix"] == ours["confusion_matrix"]
-    printed = run("evaluate", "--model", "cbam_cnn_int8", "--data", tmp_path / "site").stderr
-    assert "classes read as: IG -> immature_granulocyte, Neutrophils -> neutrophil" in printed
+    printed = run("evaluate", "--model", "cbam_cnn_int8", "--data", tmp_path / "site")
+    assert "classes read as: IG -> immature_granulocyte, Neutrophils -> neutrophil" in (
+        printed.stderr)
+    assert theirs["whole_folder"] is True
+    assert "[every image: no train/val/test folders]" in printed.stdout
 
 
 def test_user_errors_are_one_clear_line(tmp_path, tiny_npz):

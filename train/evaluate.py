@@ -12,7 +12,7 @@ from torch import nn
 
 from edgehemo.cards import ModelCard, card_path_for, verify_checkpoint, write_card
 from edgehemo.classes import answer_classes, restricted
-from edgehemo.datasets import align_classes, load_dataset, renamed_classes
+from edgehemo.datasets import align_classes, load_dataset, reads_whole_folder, renamed_classes
 from edgehemo.errors import CheckpointError
 from edgehemo.metrics import classification_report, plot_confusion_matrix
 from edgehemo.models import resolve_weights
@@ -83,6 +83,7 @@ def evaluate_checkpoint(
         "checkpoint": str(weights.checkpoint),
         "data": str(data),
         "split": split,
+        "whole_folder": reads_whole_folder(data),
         "num_params": count_parameters(model),
         "file_bytes": weights.checkpoint.stat().st_size,
         "ms_per_image": 1000 * seconds / max(1, len(dataset)),
