@@ -70,7 +70,7 @@ def test_adapt_command_writes_a_checkpoint_that_evaluates(samples_dir, tmp_path)
     assert "Traceback" not in result.stderr
 
 
-def test_pseudo_labels_are_the_models_own_confident_answers(samples_dir, tmp_path):
+def test_pseudo_labels_are_the_models_own_confident_answers(samples_dir, tmp_path, monkeypatch):
     from edgehemo.datasets import load_image_folder
     from edgehemo.train.data import predict_probabilities
     from edgehemo.train.selftrain import pseudo_labels
@@ -95,6 +95,25 @@ def test_pseudo_labels_are_the_models_own_confident_answers(samples_dir, tmp_pat
     sure = pseudo_labels("cbam_cnn", site, tmp_path / "labels", confidence=0.9, classes="all")
     kept = load_image_folder(tmp_path / "labels", "train", spec)
     assert sure["kept"] == len(kept) < 64
+
+    # a run that fails half-way (a full disk) leaves the earlier labels as they were
+    import cv2
+    import pytest
+
+    from edgehemo.train import selftrain
+
+    class FillsUp:
+        writes = 0
+
+        def imwrite(self, path, image):
+            FillsUp.writes += 1
+            return FillsUp.writes <= 5 and cv2.imwrite(path, image)
+
+    monkeypatch.setattr(selftrain, "opencv", FillsUp)
+    with pytest.raises(OSError, match="could not write a pseudo-labelled crop"):
+        pseudo_labels("cbam_cnn", site, tmp_path / "labels", confidence=0.0, classes="all")
+    assert len(load_image_folder(tmp_path / "labels", "train", spec)) == len(kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels", "site"]
 
 
 def test_adapt_self_train_fine_tunes_on_the_confident_answers(samples_dir, tiny_npz, tmp_path,

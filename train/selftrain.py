@@ -62,18 +62,27 @@ def pseudo_labels(model: str | Path, site: Path, out: Path, *, limit: int = 2000
             f"{site}: the model is sure ({confidence:.0%} or more) of {len(sure)} of "
             f"{len(framed)} crops, fewer than {MIN_IMAGES}: too few to learn from; calibrate "
             "with reviewed cells instead (edgehemo train --finetune)")
-    if out.exists():  # an earlier run's labels must not mix with these
-        shutil.rmtree(out)
+    # written beside `out`, then swapped in: an earlier run's labels never mix with these, and
+    # a run that fails half-way leaves no half-written set behind
+    partial = out.with_name(f"{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
     cv2 = opencv()
     counts: Counter[str] = Counter()
-    for index in sure:
-        name = card.classes[int(probabilities[index].argmax())]
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        bgr = np.ascontiguousarray(framed[index][..., ::-1])
-        if not cv2.imwrite(str(folder / f"{index:05d}.png"), bgr):
-            raise OSError(f"{folder}: could not write a pseudo-labelled crop")
-        counts[name] += 1
+    try:
+        for index in sure:
+            name = card.classes[int(probabilities[index].argmax())]
+            folder = partial / name
+            folder.mkdir(parents=True, exist_ok=True)
+            bgr = np.ascontiguousarray(framed[index][..., ::-1])
+            if not cv2.imwrite(str(folder / f"{index:05d}.png"), bgr):
+                raise OSError(f"{folder}: could not write a pseudo-labelled crop")
+            counts[name] += 1
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
     return {"site": str(site), "images": len(framed), "skipped": skipped,
             "kept": len(sure), "confidence": confidence, "classes": classes,
             "views": mode, "counts": dict(sorted(counts.items())),
