@@ -284,11 +284,8 @@ def adapt(
         if given:
             raise ValueError(f"{', '.join(given)}: only for --method self-train (batchnorm "
                              "re-estimates statistics, it trains nothing)")
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        checkpoint, card = adapt_checkpoint(model, data, out, limit=count or 512, name=name)
+        checkpoint, card = adapt_checkpoint(model, data, out, limit=count or 512,
+                                            threads=threads, name=name)
         adapted = card.data["batchnorm_adapted"]
         console.print(f"wrote {checkpoint}: {adapted['layers']} BatchNorm layers re-estimated "
                       f"from {adapted['images']} images of {data}"

@@ -80,8 +80,11 @@ def class_mapping(names: Sequence[str], classes: tuple[str, ...], source: str = 
 
 def renamed_classes(data: ImageSet, classes: tuple[str, ...]) -> dict[str, str]:
     """The class names of `data` that `align_classes` reads as another name of `classes`."""
-    return {name: found for name, found in class_mapping(data.classes, classes, data.source).items()
-            if name != found}
+    return _renamed(class_mapping(data.classes, classes, data.source))
+
+
+def _renamed(mapping: dict[str, str]) -> dict[str, str]:
+    return {name: found for name, found in mapping.items() if name != found}
 
 
 def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
@@ -90,7 +93,7 @@ def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
     if data.classes == classes:
         return data
     mapping = class_mapping(data.classes, classes, data.source)
-    renamed = {name: found for name, found in mapping.items() if name != found}
+    renamed = _renamed(mapping)
     if renamed:
         logger.info("%s: classes read as %s", data.source,
                     ", ".join(f"{name} -> {found}" for name, found in renamed.items()))

@@ -91,8 +91,11 @@ def read_site_images(folder: Path, spec: PreprocessSpec, limit: int, seed: int =
 
 
 def adapt_checkpoint(model: str | Path, site: Path, out: Path, *, limit: int = 512,
-                     name: str = "") -> tuple[Path, ModelCard]:
-    """Write `out`/best.pt + best.json: `model` with BatchNorm statistics from `site`."""
+                     threads: int = 0, name: str = "") -> tuple[Path, ModelCard]:
+    """Write `out`/best.pt + best.json: `model` with BatchNorm statistics from `site`;
+    `threads`: torch threads (0: torch's default), as self-training takes them."""
+    if threads:
+        torch.set_num_threads(threads)
     weights = resolve_weights(model)
     card = weights.card
     spec = card.preprocessing
