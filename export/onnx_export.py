@@ -16,7 +16,13 @@ from torch import nn
 
 from edgehemo.errors import CheckpointError
 from edgehemo.store.atomic import write_atomically
-from edgehemo.train.blocks import AttentionGraph, attention_graph
+from edgehemo.train.blocks import (
+    AttentionGraph,
+    attention_graph,
+    from_strips,
+    strip_kernel,
+    to_strips,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,74 @@ def pad_first_convolution(model: nn.Module, input_size: int, channels: int = 4) 
     return wrapped if same else model
 
 
+FIRST_CONVOLUTION_STRIP = 2
+
+
+class _StripConvBnRelu(nn.Module):
+    """Conv3x3 + BatchNorm (eval) + ReLU computed on strips of `strip` pixels along each row."""
+
+    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d, strip: int) -> None:
+        super().__init__()
+        scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+        bias = norm.bias.detach() - norm.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias.detach() * scale
+        weight = (conv.weight.detach() * scale[:, None, None, None]).cpu().numpy()
+        kernel = torch.from_numpy(strip_kernel(weight, strip))
+        self.register_buffer("kernel", kernel)
+        self.register_buffer("bias", bias.repeat(strip))
+        self.padding = (kernel.shape[2] // 2, kernel.shape[3] // 2)
+        self.strip, self.channels = strip, conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv2d(to_strips(x, self.strip), self.kernel, self.bias, padding=self.padding)
+        return from_strips(F.relu(out), self.channels)
+
+
+def _is_conv_bn_relu(block: nn.Module) -> bool:
+    if not isinstance(block, nn.Sequential) or len(block) != 3:
+        return False
+    conv, norm, relu = block
+    return (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
+            and isinstance(relu, nn.ReLU) and conv.groups == 1 and conv.kernel_size[0] % 2 == 1
+            and conv.kernel_size[0] == conv.kernel_size[1] and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.padding == (conv.kernel_size[0] // 2,) * 2
+            and conv.padding_mode == "zeros")
+
+
+def strip_first_convolution(model: nn.Module, input_size: int,
+                            strip: int = FIRST_CONVOLUTION_STRIP) -> nn.Module:
+    """The same function with the first Conv-BN-ReLU on strips of `strip` pixels, for TFLite.
+
+    LiteRT's int8 convolution fills few of its vector lanes with the image's 3 channels: a lone
+    3 -> 32 convolution at 64x64 ran 2-3x slower than the same layer on strips of 2 pixels
+    (6 channels in, 64 out, twice the multiply-adds; bench/build_attention_variants.py). In
+    channels-last memory, TFLite's layout, the image and its strips are the same bytes, so the
+    way in and the way out are each a RESHAPE (see `strip_convolution` in train/blocks.py, which
+    does the same for the spatial gates). BatchNorm is folded into the strip kernel. Applied only
+    where that block is the first thing the input meets (checked on a random batch); otherwise
+    the model is returned unchanged.
+    """
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None or first.in_channels != 3 or input_size % strip:
+        return model
+    stripped = copy.deepcopy(model)
+    first = next(m for m in stripped.modules() if isinstance(m, nn.Conv2d))
+    name = next((name for name, block in stripped.named_modules()
+                 if name and _is_conv_bn_relu(block) and block[0] is first), None)
+    if name is None:
+        return model
+    parent_name, _, attribute = name.rpartition(".")
+    parent = stripped.get_submodule(parent_name)
+    block = parent.get_submodule(attribute)
+    setattr(parent, attribute, _StripConvBnRelu(block[0], block[1], strip))
+    stripped.eval()
+    probe = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        same = torch.allclose(stripped(probe), model(probe), atol=1e-4, rtol=1e-4)
+    return stripped if same else model
+
+
 def export_onnx(model: nn.Module, input_size: int, path: Path, *,
                 graph: AttentionGraph = "eager") -> None:
     """Export `model` (eval mode) with a dynamic batch axis; written atomically.
@@ -74,6 +148,8 @@ def export_onnx(model: nn.Module, input_size: int, path: Path, *,
     model = model.eval().to(memory_format=torch.contiguous_format)
     if graph == "ort-int8":
         model = pad_first_convolution(model, input_size)
+    elif graph == "tflite":
+        model = strip_first_convolution(model, input_size)
     example = torch.zeros(1, 3, input_size, input_size)
     buffer = io.BytesIO()
     # The TorchScript exporter: it needs no onnxscript and gives a plain graph of standard ops

@@ -72,6 +72,49 @@ def test_strip_convolution_equals_the_plain_one():
             assert torch.allclose(strips, conv(x), atol=1e-5), (size, strip)
 
 
+def test_strip_kernel_computes_a_multichannel_convolution_on_strips():
+    from edgehemo.train.blocks import from_strips, strip_kernel, to_strips
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 12)
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1, bias=False)
+    for strip in (1, 2, 3, 4):
+        kernel = torch.from_numpy(strip_kernel(conv.weight.detach().numpy(), strip))
+        assert kernel.shape == (5 * strip, 3 * strip, 3, 3)
+        with torch.no_grad():
+            out = from_strips(torch.nn.functional.conv2d(to_strips(x, strip), kernel,
+                                                         padding=(1, 1)), 5)
+            assert torch.allclose(out, conv(x), atol=1e-5), strip
+    # a strip's channels are its pixels' channels in channels-last order, the same bytes
+    nhwc = x.permute(0, 2, 3, 1).contiguous()
+    assert torch.equal(to_strips(x, 4).permute(0, 2, 3, 1).reshape(-1), nhwc.reshape(-1))
+
+
+def test_first_convolution_on_strips_keeps_the_function_and_the_original():
+    from edgehemo.export.onnx_export import strip_first_convolution
+    from edgehemo.train.registry import create_model
+
+    torch.manual_seed(0)
+    for name, size in (("cbam_cnn", 64), ("hemonet_gap", 224)):
+        model = create_model(name, input_size=size).eval()
+        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            norm.running_mean.uniform_(-1, 1)  # BatchNorm is folded: make it matter
+            norm.running_var.uniform_(0.5, 2.0)
+        stripped = strip_first_convolution(model, size)
+        assert stripped is not model
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert first.in_channels == 3  # the original is untouched
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            assert torch.allclose(stripped(x), model(x), atol=1e-5), name
+    # an input width that is no multiple of the strip, and a first convolution that is not
+    # followed by BatchNorm and ReLU, leave the model as it is
+    model = create_model("cbam_cnn", input_size=64).eval()
+    assert strip_first_convolution(model, 64, strip=3) is model
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
+    assert strip_first_convolution(plain, 16) is plain
+
+
 def test_tflite_graph_exports_strip_gates_that_onnxruntime_agrees_with(tmp_path):
     import numpy as np
     import onnx
@@ -92,6 +135,11 @@ def test_tflite_graph_exports_strip_gates_that_onnxruntime_agrees_with(tmp_path)
         a.name == "kernel_shape" and list(a.ints) == [7, 3] for a in node.attribute)]
     assert len(gates) == 8
     assert "Concat" not in ops and "DepthToSpace" not in ops and "ConvTranspose" not in ops
+    # the first convolution takes the image on strips of 2 pixels (6 channels), BatchNorm folded
+    first = next(node for node in graph.node if node.op_type == "Conv")
+    weights = {init.name: init for init in graph.initializer}
+    assert list(weights[first.input[1]].dims) == [64, 6, 3, 3]
+    assert ops.index("Reshape") < ops.index("Conv") and "BatchNormalization" not in ops
     x = torch.randn(1, 3, 64, 64)  # the TFLite graph has a static batch of 1
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})

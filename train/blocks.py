@@ -110,30 +110,34 @@ def gate_strip(width: int) -> int | None:
 
 
 def strip_kernel(weight: np.ndarray, strip: int) -> np.ndarray:
-    """The kernel that computes the single-channel `weight`'s (k, k, k odd) same-padded
-    convolution on strips: (strip, strip, k, 2 * reach + 1), for a convolution with padding
-    (k // 2, reach) whose input and output channel j is pixel j of each strip of `strip` pixels
-    along a row."""
-    size = weight.shape[-1]
+    """The kernel that computes the same-padded convolution `weight` (out, in, k, k; k odd) on
+    strips: (strip * out, strip * in, k, 2 * reach + 1), for a convolution with padding
+    (k // 2, reach) whose channel p * out + o (input: p * in + c) is channel o (c) of pixel p of
+    each strip of `strip` pixels along a row, the channels-last order of a strip's bytes."""
+    outputs, inputs, size = weight.shape[0], weight.shape[1], weight.shape[-1]
     radius = size // 2
     reach = -(-radius // strip)  # neighbouring strips a tap can land in, either side
-    kernel = np.zeros((strip, strip, size, 2 * reach + 1), dtype=weight.dtype)
+    kernel = np.zeros((strip * outputs, strip * inputs, size, 2 * reach + 1), dtype=weight.dtype)
     for out, tap in product(range(strip), range(size)):
         offset = out + tap - radius  # input column relative to the output strip's first pixel
-        kernel[out, offset % strip, :, offset // strip + reach] = weight[:, tap]
+        pixel = offset % strip
+        kernel[out * outputs:(out + 1) * outputs, pixel * inputs:(pixel + 1) * inputs, :,
+               offset // strip + reach] = weight[:, :, :, tap]
     return kernel
 
 
-def _to_strips(x: torch.Tensor, strip: int) -> torch.Tensor:
-    """(N, 1, H, W) -> (N, strip, H, W / strip). The permutes are layout changes onnx2tf drops
-    (channels-last is its layout), leaving one RESHAPE."""
-    n, _, h, w = (int(d) for d in x.shape)
-    return x.permute(0, 2, 3, 1).reshape(n, h, w // strip, strip).permute(0, 3, 1, 2)
+def to_strips(x: torch.Tensor, strip: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, strip * C, H, W / strip). The permutes are layout changes onnx2tf
+    drops (channels-last is its layout), leaving one RESHAPE."""
+    n, c, h, w = (int(d) for d in x.shape)
+    return x.permute(0, 2, 3, 1).reshape(n, h, w // strip, strip * c).permute(0, 3, 1, 2)
 
 
-def _from_strips(x: torch.Tensor) -> torch.Tensor:
-    n, strip, h, blocks = (int(d) for d in x.shape)
-    return x.permute(0, 2, 3, 1).reshape(n, h, blocks * strip, 1).permute(0, 3, 1, 2)
+def from_strips(x: torch.Tensor, channels: int = 1) -> torch.Tensor:
+    """The inverse of `to_strips` for a map of `channels` channels."""
+    n, c, h, blocks = (int(d) for d in x.shape)
+    strip = c // channels
+    return x.permute(0, 2, 3, 1).reshape(n, h, blocks * strip, channels).permute(0, 3, 1, 2)
 
 
 def strip_convolution(conv: nn.Conv2d, maps: list[torch.Tensor], strip: int) -> torch.Tensor:
@@ -147,14 +151,14 @@ def strip_convolution(conv: nn.Conv2d, maps: list[torch.Tensor], strip: int) -> 
     bias = conv.bias.detach().repeat(strip) if conv.bias is not None else None
     terms = []
     for channel, part in enumerate(maps):
-        kernel = torch.from_numpy(strip_kernel(weight[0, channel], strip)).to(part.device,
-                                                                               part.dtype)
-        terms.append(F.conv2d(_to_strips(part, strip), kernel, bias if channel == 0 else None,
+        kernel = torch.from_numpy(strip_kernel(weight[:1, channel:channel + 1], strip))
+        kernel = kernel.to(part.device, part.dtype)
+        terms.append(F.conv2d(to_strips(part, strip), kernel, bias if channel == 0 else None,
                               padding=(kernel.shape[2] // 2, kernel.shape[3] // 2)))
     out = terms[0]
     for term in terms[1:]:
         out = out + term
-    return _from_strips(out)
+    return from_strips(out)
 
 
 def dense_on_map(linear: nn.Linear, x: torch.Tensor,
