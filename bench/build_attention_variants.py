@@ -18,7 +18,10 @@ pixels of a row, one 7x3 convolution per map, summed, reshaped back); and the lo
 `gate7x7_32` (the 2 -> 1 7x7 gate convolution on a 32x32 map) and `conv3x3_32` (the 32 -> 64
 3x3 convolution on it); the four stages' convolutions alone with their ReLU, `stage_conv_64`
 (3 -> 32 at 64x64) to `stage_conv_8` (128 -> 256 at 8x8), which set the floor of the model's
-time; `gate_product_32`, a channel gate applied to a 32x32x32 map (mean, sigmoid and the
+time; `stage_conv_64_strips2`, `_strips4` and `_strips8`, the first of them computed on row
+strips of 2, 4 or 8 pixels of the image (a reshape in and out, as the exported graph does it
+since 1 Dec 2026 with strips of 2: `strip_first_convolution` in export/onnx_export.py);
+`gate_product_32`, a channel gate applied to a 32x32x32 map (mean, sigmoid and the
 broadcast product), and `product_32`, the same map times itself element by element.
 """
 
@@ -125,6 +128,10 @@ def main() -> None:
         models[f"stage_conv_{size}"] = lone(
             (size, size, channels_in),
             lambda x, c=channels_out: L.Conv2D(c, 3, padding="same", activation="relu")(x))
+    for strip in (2, 4, 8):
+        models[f"stage_conv_64_strips{strip}"] = lone((64, 64, 3), lambda x, s=strip: L.Reshape(
+            (64, 64, CHANNELS[0]))(L.Conv2D(CHANNELS[0] * s, 3, padding="same",
+                                            activation="relu")(L.Reshape((64, 64 // s, 3 * s))(x))))
     models["gate_product_32"] = lone((32, 32, 32), lambda x: x * K.sigmoid(
         K.mean(x, axis=[1, 2], keepdims=True)))
     models["product_32"] = lone((32, 32, 32), lambda x: x * x)
