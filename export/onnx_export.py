@@ -124,9 +124,9 @@ def strip_first_convolution(model: nn.Module, input_size: int,
     if name is None:
         return model
     parent_name, _, attribute = name.rpartition(".")
-    parent = stripped.get_submodule(parent_name)
-    block = parent.get_submodule(attribute)
-    setattr(parent, attribute, _StripConvBnRelu(block[0], block[1], strip))
+    block = stripped.get_submodule(name)
+    setattr(stripped.get_submodule(parent_name), attribute,
+            _StripConvBnRelu(block[0], block[1], strip))
     stripped.eval()
     probe = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -141,9 +141,9 @@ def export_onnx(model: nn.Module, input_size: int, path: Path, *,
     `graph` chooses the operators of the attention blocks (see train/blocks.py): "eager" for the
     fp32 ONNX artifact, "ort-int8" for the graph that onnxruntime quantises (its input is also
     padded to 4 channels, see `pad_first_convolution`), "tflite" for the graph that onnx2tf
-    converts, whose batch is fixed at 1 (TFLite files have static shapes, and the spatial gates'
-    row-strip reshapes are traced with the batch as a constant). All three compute the same
-    function.
+    converts, whose batch is fixed at 1 (TFLite files have static shapes, and the row-strip
+    reshapes are traced with the batch as a constant) and whose first Conv-BN-ReLU runs on strips
+    of the image (`strip_first_convolution`). All three compute the same function.
     """
     model = model.eval().to(memory_format=torch.contiguous_format)
     if graph == "ort-int8":
